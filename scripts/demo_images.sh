@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Build the demo's images (app, db, redis) where missing and print their names as KEY=value
+# lines for the compose .env. Each tag is a hash of the image's inputs (its build folder and
+# the base image id), so an image is rebuilt only when one of those changes.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+images_dir="$here/../examples/demo_app/docker"
+
+log() { printf '[images] %s\n' "$*" >&2; }
+
+base_image=$("$here/build_base_image.sh")
+base_id=$(docker image inspect --format '{{.Id}}' "$base_image")
+
+for name in app db redis; do
+  context="$images_dir/$name"
+  hash=$( { echo "$base_id"; cd "$context" && find . -type f -print0 | sort -z | xargs -0 sha256sum; } \
+          | sha256sum | cut -c1-12)
+  tag="pilito-demo-$name:$hash"
+  if ! docker image inspect "$tag" >/dev/null 2>&1; then
+    log "building $tag from $base_image"
+    log_file=$(mktemp)
+    if ! docker build --build-arg "BASE_IMAGE=$base_image" -t "$tag" "$context" >"$log_file" 2>&1; then
+      tail -n 30 "$log_file" >&2
+      rm -f "$log_file"
+      log "ERROR: building $tag failed"
+      exit 1
+    fi
+    rm -f "$log_file"
+  fi
+  printf '%s_IMAGE=%s\n' "$(echo "$name" | tr '[:lower:]' '[:upper:]')" "$tag"
+done
