@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo host: the example app as a git checkout (origin: a local bare repository) running
 # under Docker Compose in its "before" state.
-#   demo.sh up      build what is missing and start the stack from nothing, in its before state
+#   demo.sh prepare remove any earlier demo, then make the checkout, its .env and the images
+#   demo.sh up      prepare, then start the stack and wait until every service is healthy
 #   demo.sh show    queue the runbook's backlog, send one chat message, print how long it waited
 #   demo.sh down    remove the stack, its volumes and the demo folder
 set -euo pipefail
@@ -59,11 +60,15 @@ write_env() {
   } >"$app_dir/.env"
 }
 
-up() {
+prepare() {
   "$here/install_docker.sh"
   down
   make_checkout
   write_env
+}
+
+up() {
+  prepare
   log "starting web, db, redis, celery_worker, celery_beat"
   if ! compose up --detach --wait --wait-timeout 180 >"$DEMO_DIR/up.log" 2>&1; then
     cat "$DEMO_DIR/up.log" >&2
@@ -91,8 +96,9 @@ print(f"AI chat reply waited {wait:.1f} s in queue {queue!r} behind the backlog 
 }
 
 case "${1:-}" in
+  prepare) prepare ;;
   up) up ;;
   show) show ;;
   down) down ;;
-  *) echo "usage: $0 up|show|down" >&2; exit 2 ;;
+  *) echo "usage: $0 prepare|up|show|down" >&2; exit 2 ;;
 esac

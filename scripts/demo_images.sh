@@ -4,7 +4,7 @@
 # the base image id), so an image is rebuilt only when one of those changes.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-images_dir="$here/../examples/demo_app/docker"
+images_dir="${DEMO_IMAGES_DIR:-$here/../examples/demo_app/docker}"
 
 log() { printf '[images] %s\n' "$*" >&2; }
 

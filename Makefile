@@ -1,0 +1,66 @@
+# The README's two commands are `make demo` and `make test`; each installs and starts what it
+# needs (Python tools in .venv, a Docker engine with Compose v2, the demo's images).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV ?= .venv
+PYTHON ?= python3
+DEMO_DIR ?= /srv/pilito-demo
+export DEMO_DIR
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# Playbooks and molecule find this collection as pilito.priority_queue through this path.
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/build/collections
+COLLECTION_LINK := build/collections/ansible_collections/pilito/priority_queue
+
+.PHONY: demo demo-show test lint collection-check unit integration molecule docker venv collection clean
+
+demo: docker  ## the demo host: stack in its before state, the runbook's backlog, one chat wait
+	scripts/demo.sh up
+	scripts/demo.sh show
+
+demo-show:  ## queue the backlog again and time one chat reply on the running demo
+	scripts/demo.sh show
+
+test: lint collection-check unit integration molecule  ## everything CI runs
+
+lint: venv
+	yamllint --strict .
+	ansible-lint --offline --profile production
+
+unit: venv
+	@if ls tests/unit/test_*.py >/dev/null 2>&1; then pytest tests/unit; \
+	else echo "unit: no unit tests yet (tests/unit is empty)"; fi
+
+integration: venv docker
+	pytest tests/integration
+
+molecule: venv docker
+	molecule test --all
+
+docker:
+	scripts/install_docker.sh
+
+venv: $(VENV)/.installed $(COLLECTION_LINK)
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+$(COLLECTION_LINK):
+	mkdir -p $(dir $@)
+	ln -sfn ../../../.. $@
+
+collection: venv  ## build the collection tarball into build/
+	rm -f build/pilito-priority_queue-*.tar.gz
+	ansible-galaxy collection build --force --output-path build/
+
+collection-check: collection  ## the built tarball installs with ansible-galaxy
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT \
+	  && ANSIBLE_COLLECTIONS_PATH="$$tmp" ansible-galaxy collection install --force -p "$$tmp" build/pilito-priority_queue-*.tar.gz >/dev/null \
+	  && ANSIBLE_COLLECTIONS_PATH="$$tmp" ansible-galaxy collection list pilito.priority_queue | grep -q '^pilito.priority_queue ' \
+	  && echo "collection: the tarball installs"
+
+clean:  ## remove the demo stack, its volumes and folder, and build output
+	scripts/demo.sh down
+	rm -rf build
