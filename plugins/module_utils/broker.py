@@ -1,0 +1,185 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Celery's Redis broker, as the queue modules see it: the connection (redis://, rediss://,
+sentinel://) and where kombu's Redis transport keeps each queue."""
+
+from __future__ import annotations
+
+import traceback
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from ansible.module_utils.basic import env_fallback, missing_required_lib
+
+REDIS_IMPORT_ERROR = None
+try:
+    import redis
+    from redis.sentinel import Sentinel
+except ImportError:
+    REDIS_IMPORT_ERROR = traceback.format_exc()
+
+# kombu's Redis transport: a message of priority p (after rounding down to a step) waits on
+# "<queue>" for step 0 and on "<queue>\x06\x16<p>" otherwise; reserved, unacknowledged
+# messages sit in the hash "unacked" as JSON [message, exchange, routing_key].
+PRIORITY_SEPARATOR = "\x06\x16"
+DEFAULT_PRIORITY_STEPS = [0, 3, 6, 9]
+UNACKED_KEY = "unacked"
+UNACKED_INDEX_KEY = "unacked_index"
+SCHEMES = ("redis", "rediss", "sentinel")
+MASKED = "********"
+
+
+def broker_argument_spec():
+    return dict(
+        broker_url=dict(type="str", required=True, no_log=True, fallback=(env_fallback, ["CELERY_BROKER_URL"])),
+        broker_password=dict(type="str", no_log=True, fallback=(env_fallback, ["CELERY_BROKER_PASSWORD"])),
+        sentinel_master=dict(type="str"),
+        broker_key_prefix=dict(type="str", default="", no_log=False),
+        priority_steps=dict(type="list", elements="int", default=list(DEFAULT_PRIORITY_STEPS)),
+        broker_timeout=dict(type="float", default=5.0),
+    )
+
+
+class BrokerError(Exception):
+    """A broker problem with a message safe to show: no password in it."""
+
+
+class BrokerTarget:
+    """A parsed broker URL. Sentinel URLs list several sentinels separated by ';'."""
+
+    def __init__(self, scheme, hosts, username, password, db, master, ssl):
+        self.scheme = scheme
+        self.hosts = hosts
+        self.username = username
+        self.password = password
+        self.db = db
+        self.master = master
+        self.ssl = ssl
+
+    def describe(self):
+        """The broker as it may be printed: never the password, and never the URL itself, which
+        Ansible masks in all output since O(broker_url) is no_log."""
+        hosts = ",".join(f"{host}:{port}" for host, port in self.hosts)
+        details = [self.scheme + (" over TLS" if self.ssl and self.scheme == "sentinel" else "")]
+        if self.master:
+            details.append(f"master {self.master}")
+        details.append(f"db {self.db}")
+        if self.username:
+            details.append(f"user {self.username}")
+        return f"{hosts} ({', '.join(details)})"
+
+
+def _default_port(scheme):
+    return 26379 if scheme == "sentinel" else 6379
+
+
+def parse_broker_url(url, password=None, sentinel_master=None):
+    """Parse a Celery/kombu Redis broker URL. Raises BrokerError naming what is wrong."""
+    if not url or not url.strip():
+        raise BrokerError("broker_url is empty")
+    parts = [part.strip() for part in url.split(";") if part.strip()]
+    hosts, scheme, username, secret, db, query = [], None, None, None, 0, {}
+    for part in parts:
+        try:
+            split = urlsplit(part)
+            port = split.port
+        except ValueError as exc:
+            raise BrokerError(f"broker_url is not a valid URL: {_mask(part)} ({exc})") from None
+        if split.scheme not in SCHEMES:
+            raise BrokerError(
+                f"broker_url scheme {split.scheme!r} is not supported; use one of {', '.join(SCHEMES)} "
+                f"(Redis Cluster cannot be a Celery broker; use Sentinel for high availability)"
+            )
+        if scheme and split.scheme != scheme:
+            raise BrokerError(f"broker_url mixes schemes {scheme!r} and {split.scheme!r}")
+        scheme = split.scheme
+        if not split.hostname:
+            raise BrokerError(f"broker_url has no host: {_mask(part)}")
+        hosts.append((split.hostname, port or _default_port(scheme)))
+        if split.username:
+            username = unquote(split.username)
+        if split.password:
+            secret = unquote(split.password)
+        path = split.path.strip("/")
+        if path:
+            if not path.isdigit():
+                raise BrokerError(f"broker_url database must be a number, got {path!r}")
+            db = int(path)
+        query.update({key: values[-1] for key, values in parse_qs(split.query).items()})
+    if "db" in query:
+        if not query["db"].isdigit():
+            raise BrokerError(f"broker_url db must be a number, got {query['db']!r}")
+        db = int(query["db"])
+    master = sentinel_master or query.get("master_name")
+    if scheme == "sentinel" and not master:
+        raise BrokerError("a sentinel:// broker_url needs the master name: set sentinel_master "
+                          "(Celery's broker_transport_options master_name) or ?master_name= in the URL")
+    if scheme != "sentinel" and len(hosts) > 1:
+        raise BrokerError("only sentinel:// broker URLs may list several hosts separated by ';'")
+    return BrokerTarget(scheme, hosts, username, password or secret, db, master if scheme == "sentinel" else None,
+                        ssl=scheme == "rediss" or query.get("ssl", "").lower() in ("1", "true", "yes"))
+
+
+def _mask(url):
+    """Mask the password in one URL for error messages."""
+    try:
+        split = urlsplit(url)
+        if split.password:
+            return url.replace(":" + split.password + "@", ":" + MASKED + "@", 1)
+    except ValueError:
+        pass
+    return url.split("@", 1)[-1] if "@" in url else url
+
+
+def queue_key(queue, priority, prefix=""):
+    """The Redis list holding one priority level of a queue."""
+    return f"{prefix}{queue}{PRIORITY_SEPARATOR}{priority}" if priority else f"{prefix}{queue}"
+
+
+def queue_keys(queue, priority_steps, prefix=""):
+    """Every list of a queue, highest priority (0) first, as kombu consumes them."""
+    return [(step, queue_key(queue, step, prefix)) for step in sorted(set(priority_steps))]
+
+
+def connect(module):
+    """A checked Redis client for the module's broker options; fails the module clearly."""
+    if REDIS_IMPORT_ERROR:
+        module.fail_json(msg=missing_required_lib("redis"), exception=REDIS_IMPORT_ERROR)
+    params = module.params
+    try:
+        target = parse_broker_url(params["broker_url"], params.get("broker_password"), params.get("sentinel_master"))
+    except BrokerError as exc:
+        module.fail_json(msg=str(exc))
+    try:
+        return target, _client(target, params["broker_timeout"])
+    except BrokerError as exc:
+        module.fail_json(msg=str(exc), broker=target.describe())
+
+
+def _client(target, timeout):
+    common = dict(db=target.db, username=target.username, password=target.password,
+                  socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        if target.scheme == "sentinel":
+            sentinel = Sentinel(target.hosts, socket_timeout=timeout, sentinel_kwargs=dict(
+                username=target.username, password=target.password, socket_timeout=timeout))
+            client = sentinel.master_for(target.master, ssl=target.ssl, **common)
+        else:
+            host, port = target.hosts[0]
+            client = redis.Redis(host=host, port=port, ssl=target.ssl, **common)
+        client.ping()
+        return client
+    except redis.AuthenticationError:
+        raise BrokerError(f"the broker rejected the credentials for {target.describe()}") from None
+    except redis.ResponseError as exc:
+        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+            raise BrokerError(f"the broker rejected the credentials for {target.describe()}") from None
+        raise BrokerError(f"the broker at {target.describe()} answered with an error: {exc}") from None
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        raise BrokerError(f"cannot reach the broker at {target.describe()}: {_clean(exc, target)}") from None
+
+
+def _clean(exc, target):
+    """Exception text without the password, should a client library ever echo it."""
+    text = str(exc)
+    return text.replace(target.password, MASKED) if target.password else text
