@@ -1,0 +1,199 @@
+#!/usr/bin/python
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: celery_queue_move
+short_description: Move waiting Celery messages from one queue to another on a Redis broker
+version_added: 0.1.0
+description:
+  - Moves the messages waiting on one Celery queue to another, keeping their order and their priority level,
+    for example from V(low_priority) to V(celery) before a rollback leaves V(low_priority) without a consumer.
+  - Each message moves with one atomic Redis command (C(RPOPLPUSH)) from the source's list for a priority step
+    to the destination's list for the same step, oldest first. An interruption at any point loses nothing and
+    duplicates nothing; running the module again moves what is left.
+  - Highest priority (step 0) moves first. Moved messages queue behind those already waiting on the destination.
+  - Only waiting messages move. Messages reserved by a worker (the C(unacked) hash) stay with that worker.
+author:
+  - pilito developers (@pilito)
+extends_documentation_fragment:
+  - pilito.priority_queue.broker
+attributes:
+  check_mode:
+    support: full
+    details: Reports how many messages would move, per priority step, and moves none.
+  diff_mode:
+    support: full
+    details: Shows the lengths of both queues before and after.
+  idempotent:
+    support: full
+    details: When the source holds nothing, nothing moves and RV(changed) is false.
+options:
+  source:
+    description: The queue to empty.
+    type: str
+    required: true
+  destination:
+    description: The queue that receives the messages. It should have a consumer, or the messages wait there.
+    type: str
+    required: true
+  limit:
+    description:
+      - Move at most this many messages. Without it, move all.
+    type: int
+  batch_size:
+    description:
+      - Messages moved per round trip to the broker. Each move stays atomic on its own.
+    type: int
+    default: 1000
+notes:
+  - A moved message still names its original queue in its delivery info. If a worker that took it dies before
+    acknowledging it, kombu returns it to the original queue; keep that queue consumed, or move again, until
+    the reserved messages are done.
+"""
+
+EXAMPLES = r"""
+- name: Before plan B of the rollback, give crawl messages to the queue the old workers consume
+  pilito.priority_queue.celery_queue_move:
+    broker_url: "{{ vault_celery_broker_url }}"
+    source: low_priority
+    destination: celery
+
+- name: Move at most 500 messages
+  pilito.priority_queue.celery_queue_move:
+    broker_url: redis://127.0.0.1:6379/0
+    source: default
+    destination: celery
+    limit: 500
+  register: moved
+"""
+
+RETURN = r"""
+moved:
+  description: Messages moved (in check mode, that would move).
+  returned: always
+  type: int
+  sample: 1500
+moved_by_priority:
+  description: Messages moved per priority step (keys are the steps as strings).
+  returned: always
+  type: dict
+  sample: {"0": 1490, "3": 0, "6": 10, "9": 0}
+source_length:
+  description: Waiting messages on the source before and after.
+  returned: always
+  type: dict
+  sample: {"before": 1500, "after": 0}
+destination_length:
+  description: Waiting messages on the destination before and after.
+  returned: always
+  type: dict
+  sample: {"before": 3, "after": 1503}
+broker:
+  description: The broker, described without its password.
+  returned: always
+  type: str
+  sample: "127.0.0.1:6379 (redis, db 0)"
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pilito.priority_queue.plugins.module_utils.broker import (
+    broker_argument_spec,
+    connect,
+    queue_keys,
+)
+
+
+def waiting(client, queue, priority_steps, prefix=""):
+    pipe = client.pipeline(transaction=False)
+    keys = queue_keys(queue, priority_steps, prefix)
+    for _step, key in keys:
+        pipe.llen(key)
+    return {str(step): length for (step, _key), length in zip(keys, pipe.execute())}
+
+
+def plan(source_lengths, limit=None):
+    """How many messages each priority step gives, highest priority first, within the limit."""
+    remaining = limit if limit is not None else sum(source_lengths.values())
+    result = {}
+    for step, length in sorted(source_lengths.items(), key=lambda item: int(item[0])):
+        result[step] = min(length, remaining)
+        remaining -= result[step]
+    return result
+
+
+def move(client, source, destination, priority_steps, prefix="", limit=None, batch_size=1000):
+    """Atomic per message: each RPOPLPUSH either moved one message or did nothing."""
+    moved = {}
+    remaining = limit
+    for (step, source_key), (_step, destination_key) in zip(
+            queue_keys(source, priority_steps, prefix), queue_keys(destination, priority_steps, prefix)):
+        moved[str(step)] = 0
+        while remaining is None or remaining > 0:
+            batch = batch_size if remaining is None else min(batch_size, remaining)
+            pipe = client.pipeline(transaction=False)
+            for _n in range(batch):
+                pipe.rpoplpush(source_key, destination_key)
+            done = sum(1 for reply in pipe.execute() if reply is not None)
+            moved[str(step)] += done
+            if remaining is not None:
+                remaining -= done
+            if done < batch:
+                break
+    return moved
+
+
+def main():
+    argument_spec = broker_argument_spec()
+    argument_spec.update(
+        source=dict(type="str", required=True),
+        destination=dict(type="str", required=True),
+        limit=dict(type="int"),
+        batch_size=dict(type="int", default=1000),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    params = module.params
+    source, destination = params["source"], params["destination"]
+    if not source or not destination:
+        module.fail_json(msg="source and destination must name queues")
+    if source == destination:
+        module.fail_json(msg=f"source and destination are the same queue ({source!r}); nothing to move")
+    if params["limit"] is not None and params["limit"] < 0:
+        module.fail_json(msg=f"limit must be 0 or more, got {params['limit']}")
+    if params["batch_size"] < 1:
+        module.fail_json(msg=f"batch_size must be at least 1, got {params['batch_size']}")
+
+    target, client = connect(module)
+    steps, prefix = params["priority_steps"], params["broker_key_prefix"]
+    source_before = waiting(client, source, steps, prefix)
+    destination_before = sum(waiting(client, destination, steps, prefix).values())
+    if module.check_mode:
+        moved = plan(source_before, params["limit"])
+    else:
+        moved = move(client, source, destination, steps, prefix, params["limit"], params["batch_size"])
+    total = sum(moved.values())
+    result = dict(
+        changed=total > 0,
+        moved=total,
+        moved_by_priority=moved,
+        source_length=dict(before=sum(source_before.values()), after=sum(source_before.values()) - total),
+        destination_length=dict(before=destination_before, after=destination_before + total),
+        broker=target.describe(),
+    )
+    if not module.check_mode:
+        # Read back rather than compute: producers and consumers may be active.
+        result["source_length"]["after"] = sum(waiting(client, source, steps, prefix).values())
+        result["destination_length"]["after"] = sum(waiting(client, destination, steps, prefix).values())
+    if module._diff:
+        result["diff"] = dict(
+            before=f"{source}: {result['source_length']['before']}\n{destination}: {destination_before}\n",
+            after=f"{source}: {result['source_length']['after']}\n{destination}: {result['destination_length']['after']}\n",
+        )
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
