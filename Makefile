@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/build/collections
 COLLECTION_LINK := build/collections/ansible_collections/pilito/priority_queue
 
-.PHONY: demo demo-show test lint collection-check unit integration molecule docker venv collection clean
+.PHONY: demo demo-show test lint sanity collection-check unit integration molecule docker venv collection clean
 
 demo: docker  ## the demo host: stack in its before state, the runbook's backlog, one chat wait
 	scripts/demo.sh up
@@ -20,11 +20,14 @@ demo: docker  ## the demo host: stack in its before state, the runbook's backlog
 demo-show:  ## queue the backlog again and time one chat reply on the running demo
 	scripts/demo.sh show
 
-test: lint collection-check unit integration molecule  ## everything CI runs
+test: lint sanity collection-check unit integration molecule  ## everything CI runs
 
 lint: venv
 	yamllint --strict .
 	ansible-lint --offline --profile production
+
+sanity: venv  ## ansible-test sanity in a temporary ansible_collections tree (no Docker, no Galaxy)
+	VENV=$(VENV) scripts/ansible_test.sh sanity
 
 unit: venv
 	pytest tests/unit

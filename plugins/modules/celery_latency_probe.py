@@ -20,6 +20,7 @@ description:
 author:
   - pilito developers (@pilito)
 extends_documentation_fragment:
+  - pilito.priority_queue.attributes
   - pilito.priority_queue.broker
 attributes:
   check_mode:

@@ -19,6 +19,7 @@ description:
 author:
   - pilito developers (@pilito)
 extends_documentation_fragment:
+  - pilito.priority_queue.attributes
   - pilito.priority_queue.broker
 attributes:
   check_mode:
@@ -29,7 +30,7 @@ attributes:
     details: Shows the lengths of both queues before and after.
   idempotent:
     support: full
-    details: When the source holds nothing, nothing moves and RV(changed) is false.
+    details: When the source holds nothing, nothing moves and the task reports no change.
 options:
   source:
     description: The queue to empty.

@@ -86,7 +86,7 @@ def redis_server(demo_images):
         wait_until(lambda: server.client().ping(), "redis")
         yield server
     finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="session")
@@ -99,7 +99,7 @@ def postgres_server(demo_images):
         wait_until(lambda: server.connect().close() is None, "postgresql")
         yield server
     finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
 
 
 @pytest.fixture
@@ -137,7 +137,7 @@ def run_module(module, args, check=False, diff=False, timeout=300, tmp_dir=None)
             cmd.append("--diff")
         env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
                "ANSIBLE_COLLECTIONS_PATH": str(ROOT / "build/collections"), "ANSIBLE_NOCOLOR": "1"}
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
     try:
         output = json.loads(proc.stdout)
     except ValueError:

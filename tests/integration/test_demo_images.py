@@ -44,7 +44,7 @@ def test_changing_one_image_input_changes_only_its_tag(built, tmp_path):
         assert changed["APP_IMAGE"] == built["APP_IMAGE"]
         assert changed["DB_IMAGE"] == built["DB_IMAGE"]
     finally:
-        subprocess.run(["docker", "image", "rm", changed["REDIS_IMAGE"]], capture_output=True)
+        subprocess.run(["docker", "image", "rm", changed["REDIS_IMAGE"]], capture_output=True, check=False)
 
 
 def test_install_docker_changes_nothing_where_docker_works():
