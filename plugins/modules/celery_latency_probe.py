@@ -83,7 +83,7 @@ EXAMPLES = r"""
 
 - name: Report it
   ansible.builtin.debug:
-    msg: "p50 {{ latency.pickup.p50 }} s, p99 {{ latency.pickup.p99 }} s over {{ latency.pickup.samples | length }} probes"
+    msg: "p50 {{ latency.pickup.p50 }} s, p99 {{ latency.pickup.p99 }} s"
 """
 
 RETURN = r"""
