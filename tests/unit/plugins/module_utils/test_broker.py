@@ -69,3 +69,31 @@ def test_queue_keys_follow_kombu_naming():
     assert queue_key("high_priority", 6) == "high_priority\x06\x166"
     assert queue_key("q", 3, prefix="app:") == "app:q\x06\x163"
     assert queue_keys("q", [9, 0, 3, 6]) == [(0, "q"), (3, "q\x06\x163"), (6, "q\x06\x166"), (9, "q\x06\x169")]
+
+
+class FailingModule:
+    """Just enough of AnsibleModule for connect(): fail_json raises."""
+
+    def __init__(self, **params):
+        self.params = dict(broker_password=None, sentinel_master=None, broker_timeout=1.0, **params)
+
+    def fail_json(self, **result):
+        raise SystemExit(result)
+
+
+def test_missing_redis_library_fails_naming_it(monkeypatch):
+    from ansible_collections.pilito.priority_queue.plugins.module_utils import broker
+
+    monkeypatch.setattr(broker, "REDIS_IMPORT_ERROR", "Traceback: No module named 'redis'")
+    with pytest.raises(SystemExit) as failed:
+        broker.connect(FailingModule(broker_url="redis://h/0"))
+    assert "redis" in failed.value.args[0]["msg"]
+    assert "Failed to import the required Python library" in failed.value.args[0]["msg"]
+
+
+def test_malformed_url_fails_before_connecting():
+    from ansible_collections.pilito.priority_queue.plugins.module_utils import broker
+
+    with pytest.raises(SystemExit) as failed:
+        broker.connect(FailingModule(broker_url="sentinel://s1:26379"))
+    assert "master name" in failed.value.args[0]["msg"]
