@@ -24,6 +24,8 @@ test: lint sanity collection-check unit integration molecule  ## everything CI r
 
 lint: venv
 	yamllint --strict .
+	# A copy installed by an earlier tool run would shadow this working tree.
+	rm -rf $(HOME)/.ansible/collections/ansible_collections/pilito/priority_queue
 	ansible-lint --offline --profile production
 
 sanity: venv  ## ansible-test sanity in a temporary ansible_collections tree (no Docker, no Galaxy)
