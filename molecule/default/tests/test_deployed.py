@@ -1,0 +1,111 @@
+"""After deploy.yml on the demo host: real engine, real PostgreSQL, Redis and Celery pools."""
+
+import json
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+DEMO_DIR = os.environ.get("DEMO_DIR", "/srv/pilito-demo")
+APP_DIR = f"{DEMO_DIR}/app"
+SERVICES = ["web", "db", "redis", "celery_worker", "celery_ai", "celery_beat"]
+
+
+def compose(host, *args):
+    return host.run(f"docker compose --project-directory {APP_DIR} " + " ".join(map(shlex.quote, args)))
+
+
+def psql(host, env, sql):
+    out = compose(host, "exec", "-T", "db", "psql", "-U", env["POSTGRES_USER"], "-d", env["POSTGRES_DB"], "-tAc", sql)
+    assert out.rc == 0, out.stderr
+    return out.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def env(host):
+    lines = host.file(f"{APP_DIR}/.env").content_string.splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+
+@pytest.fixture(scope="module")
+def chat_reply(host, env):
+    out = host.check_output(
+        "curl -fsS --max-time 60 -H 'Content-Type: application/json' -d '{\"message\": \"ping\"}' "
+        f"http://127.0.0.1:{env['WEB_PORT']}/api/chat/"
+    )
+    return json.loads(out)
+
+
+def test_every_service_runs_and_workers_are_healthy(host):
+    out = compose(host, "ps", "--format", "json")
+    assert out.rc == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    states = {row["Service"]: (row["State"], row.get("Health", "")) for row in rows}
+    assert sorted(states) == sorted(SERVICES)
+    for service, (state, health) in states.items():
+        assert state == "running", service
+        assert health in ("healthy", ""), (service, health)
+    assert states["celery_worker"][1] == states["celery_ai"][1] == "healthy"
+
+
+def test_published_ports_listen_on_loopback_only(host, env):
+    for port in (env["WEB_PORT"], 5432, 6379):
+        assert host.socket(f"tcp://127.0.0.1:{port}").is_listening
+        assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
+
+
+def test_env_file_is_private_and_loads_the_override(host, env):
+    assert host.file(f"{APP_DIR}/.env").mode == 0o600
+    assert env["COMPOSE_FILE"].endswith("docker-compose.priority-queue.yml")
+
+
+def test_database_fix_left_no_null_and_a_default(host, env):
+    assert psql(host, env, "SELECT count(*) FROM tenant_knowledge WHERE chunk_index IS NULL") == "0"
+    assert psql(host, env, "SELECT column_default FROM information_schema.columns "
+                           "WHERE table_name = 'tenant_knowledge' AND column_name = 'chunk_index'") == "0"
+
+
+def test_backup_is_private_and_readable(host):
+    dumps = host.check_output(f"ls {DEMO_DIR}/backups/*.dump").split()
+    assert len(dumps) == 1  # one backup: the second, unchanged run took none
+    assert host.file(dumps[0]).mode == 0o600
+    assert host.file(dumps[0].replace(".dump", ".env")).mode == 0o600
+    out = host.run(f"docker compose --project-directory {APP_DIR} exec -T db pg_restore --list < {dumps[0]}")
+    assert "TABLE DATA public tenant_knowledge" in out.stdout
+
+
+def test_pre_deploy_state_is_recorded(host):
+    record = json.loads(host.file(f"{APP_DIR}/priority_queue/state/pre_deploy.json").content_string)
+    assert record["queues_consumed_before"] == ["celery"]
+    assert "celery_worker" in record["services_running"] and "celery_ai" not in record["services_running"]
+    assert len(record["app_revision"]) == 40
+
+
+def test_each_pool_consumes_exactly_its_queues(host):
+    out = compose(host, "exec", "-T", "web", "celery", "-A", "core", "inspect", "active_queues", "--json",
+                  "--timeout", "5")
+    assert out.rc == 0, out.stdout + out.stderr
+    consumed = {node.split("@")[0]: sorted(q["name"] for q in queues) for node, queues in json.loads(out.stdout).items()}
+    assert consumed == {"celery_ai": ["high_priority"],
+                        "celery_worker": ["default", "high_priority", "low_priority"]}
+
+
+def test_chat_is_answered_by_the_ai_pool_from_high_priority(chat_reply):
+    assert chat_reply["answer"] == "AI reply to: ping"
+    assert chat_reply["queue"] == "high_priority"
+
+
+def test_task_sent_from_web_is_recorded_as_run(host, env, chat_reply):
+    row = psql(host, env, f"SELECT task_name, queue, state FROM task_run WHERE task_id = '{chat_reply['task_id']}'")
+    assert row == "chat.tasks.generate_ai_reply|high_priority|SUCCESS"
+
+
+def test_verify_playbook_passes_on_its_own(host):
+    out = host.run(
+        f"cd {ROOT} && ansible-playbook -i inventories/local playbooks/verify.yml "
+        f"-e priority_queue_verify_backlog_count=50"
+    )
+    assert out.rc == 0, out.stdout[-3000:]
+    assert "failed=0" in out.stdout
