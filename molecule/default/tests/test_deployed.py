@@ -109,3 +109,15 @@ def test_verify_playbook_passes_on_its_own(host):
     )
     assert out.rc == 0, out.stdout[-3000:]
     assert "failed=0" in out.stdout
+
+
+def test_bad_topology_fails_naming_the_variable_and_changes_nothing(host, tmp_path):
+    rendered = [f"{APP_DIR}/docker-compose.priority-queue.yml", f"{APP_DIR}/priority_queue/celery_priority.py"]
+    before = [host.file(path).sha256sum for path in rendered]
+    bad = tmp_path / "bad.yml"
+    bad.write_text('priority_queue_routes: {"chat.tasks.*": urgent}\n')
+    out = host.run(f"cd {ROOT} && ansible-playbook -i inventories/local playbooks/deploy.yml -e @{bad}")
+    assert out.rc != 0
+    assert "priority_queue_routes['chat.tasks.*'] routes to 'urgent'" in out.stdout
+    assert "changed=0" in out.stdout
+    assert [host.file(path).sha256sum for path in rendered] == before
