@@ -13,8 +13,13 @@ COLLECTION_LINK := build/collections/ansible_collections/pilito/priority_queue
 
 .PHONY: demo demo-show test lint sanity collection-check unit integration molecule docker venv collection clean
 
-demo: docker  ## the demo host: stack in its before state, the runbook's backlog, one chat wait
+demo: venv docker  ## the demo host: the chat wait behind the runbook's backlog, the deploy, the wait again
 	scripts/demo.sh up
+	@echo "== before: one queue, one worker pool"
+	scripts/demo.sh show
+	@echo "== deploy: ansible-playbook -i inventories/local playbooks/deploy.yml"
+	ansible-playbook -i inventories/local playbooks/deploy.yml
+	@echo "== after: the same backlog, AI work on its own queue and pool"
 	scripts/demo.sh show
 
 demo-show:  ## queue the backlog again and time one chat reply on the running demo

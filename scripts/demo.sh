@@ -91,7 +91,7 @@ show() {
 import json, sys
 r = json.loads(sys.argv[1])
 wait, total, queue, scale = r["queue_wait_seconds"], r["total_seconds"], r["queue"], sys.argv[2]
-print(f"AI chat reply waited {wait:.1f} s in queue {queue!r} behind the backlog ({total:.1f} s in all; task durations x{scale})")
+print(f"AI chat reply waited {wait:.3f} s in queue {queue!r} behind the backlog ({total:.1f} s in all; task durations x{scale})")
 ' "$reply" "$DEMO_TIME_SCALE"
 }
 
