@@ -5,6 +5,8 @@
 #   demo.sh up      prepare, then start the stack and wait until every service is healthy
 #   demo.sh show    queue the runbook's backlog, send one chat message, print how long it waited
 #   demo.sh down    remove the stack, its volumes and the demo folder
+# DEMO_VARIANT=renamed makes the same app with other names (services, Celery app module, task
+# names, compose file name), to prove the collection needs nothing but inventory variables.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source_dir=$(cd "$here/../examples/demo_app" && pwd)
@@ -14,15 +16,17 @@ DEMO_TIME_SCALE="${DEMO_TIME_SCALE:-0.5}"
 WEB_PORT="${WEB_PORT:-8000}"
 BACKLOG_CRAWLS="${BACKLOG_CRAWLS:-15}"
 BACKLOG_PAGES="${BACKLOG_PAGES:-10}"
+DEMO_VARIANT="${DEMO_VARIANT:-}"
 app_dir="$DEMO_DIR/app"
+if [ "$DEMO_VARIANT" = renamed ]; then compose_file=compose.production.yml; else compose_file=docker-compose.yml; fi
 export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-pilito-demo}"
 
 log() { printf '[demo] %s\n' "$*" >&2; }
 die() { printf '[demo] ERROR: %s\n' "$*" >&2; exit 1; }
-compose() { docker compose --project-directory "$app_dir" "$@"; }
+compose() { docker compose --project-directory "$app_dir" -f "$app_dir/$compose_file" "$@"; }
 
 down() {
-  if [ -f "$app_dir/docker-compose.yml" ] && [ -f "$app_dir/.env" ]; then
+  if [ -f "$app_dir/$compose_file" ] && [ -f "$app_dir/.env" ]; then
     log "removing the stack and its volumes"
     compose down --volumes --remove-orphans --timeout 30 >/dev/null 2>&1 || true
   fi
@@ -39,9 +43,32 @@ make_checkout() {
   git clone -q "$DEMO_DIR/origin.git" "$app_dir" 2>/dev/null
   cp -a "$source_dir/." "$app_dir/"
   rm -rf "$app_dir/docker"   # the images are the platform, built from the collection
+  if [ "$DEMO_VARIANT" = renamed ]; then rename_app; fi
   git -C "$app_dir" add -A
   git -C "$app_dir" -c user.name=demo -c user.email=demo@localhost commit -q -m "Demo app before priority queues"
   git -C "$app_dir" push -q origin main
+}
+
+rename_app() {
+  # Python package core -> saas, Django app chat -> assistant, every service renamed.
+  cd "$app_dir"
+  mv core saas
+  mv chat assistant
+  mv docker-compose.yml "$compose_file"
+  find . -name '*.py' -print0 | xargs -0 perl -pi -e '
+    s/(?<!django\.)\bcore\b/saas/g;
+    s/\bchat\.(tasks|views)\b/assistant.$1/g;
+    s/"chat",/"assistant",/;
+    s/"POSTGRES_HOST", "db"/"POSTGRES_HOST", "postgres"/;
+    s{redis://redis:}{redis://broker:}g;'
+  perl -pi -e '
+    s/\bcelery -A core\b/celery -A saas/g;
+    s/^  web:/  frontend:/; s/^  celery_worker:/  worker:/; s/^  celery_beat:/  scheduler:/;
+    s/^  db:/  postgres:/; s/^  redis:/  broker:/;
+    s/^    db:$/    postgres:/; s/^    redis:$/    broker:/;
+    s/celery_worker@/worker@/g;
+    s/^name: pilito-demo/name: pilito-renamed/;' "$compose_file"
+  cd - >/dev/null
 }
 
 write_env() {
@@ -69,7 +96,7 @@ prepare() {
 
 up() {
   prepare
-  log "starting web, db, redis, celery_worker, celery_beat"
+  log "starting the stack ($compose_file)"
   if ! compose up --detach --wait --wait-timeout 180 >"$DEMO_DIR/up.log" 2>&1; then
     cat "$DEMO_DIR/up.log" >&2
     compose ps -a >&2 || true
