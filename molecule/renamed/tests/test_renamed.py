@@ -9,15 +9,19 @@ APP_DIR = "/srv/pilito-renamed/app"
 
 
 def compose(host, *args):
-    return host.run(f"docker compose --project-directory {APP_DIR} " + " ".join(map(shlex.quote, args)))
+    files = f"-f {APP_DIR}/compose.production.yml -f {APP_DIR}/docker-compose.priority-queue.yml"
+    return host.run(f"docker compose --project-directory {APP_DIR} {files} " + " ".join(map(shlex.quote, args)))
 
 
 def test_each_renamed_pool_consumes_exactly_its_queues(host):
     out = compose(host, "exec", "-T", "frontend", "celery", "-A", "saas", "inspect", "active_queues", "--json",
                   "--timeout", "5")
     assert out.rc == 0, out.stdout + out.stderr
-    consumed = {node.split("@")[0]: sorted(q["name"] for q in queues) for node, queues in json.loads(out.stdout).items()}
+    replies = json.loads(out.stdout)
+    consumed = {node.split("@")[0]: sorted(q["name"] for q in queues) for node, queues in replies.items()}
     assert consumed == {"assistant_pool": ["interactive"], "worker": ["batch", "bulk", "interactive"]}
+    # scale phase 2 of this inventory: two assistant_pool replicas, each its own node
+    assert sorted(node.split("@")[0] for node in replies) == ["assistant_pool", "assistant_pool", "worker"]
 
 
 def test_chat_is_routed_by_its_renamed_task_to_the_interactive_queue(host):
