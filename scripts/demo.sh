@@ -55,6 +55,7 @@ rename_app() {
   mv core saas
   mv chat assistant
   mv docker-compose.yml "$compose_file"
+  # shellcheck disable=SC2016  # $1 is perl's, not the shell's
   find . -name '*.py' -print0 | xargs -0 perl -pi -e '
     s/(?<!django\.)\bcore\b/saas/g;
     s/\bchat\.(tasks|views)\b/assistant.$1/g;

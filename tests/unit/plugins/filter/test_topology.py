@@ -20,11 +20,11 @@ PHASES = {1: {}, 2: {"celery_ai": {"replicas": 3}, "celery_worker": {"replicas":
           3: {"celery_ai": {"replicas": 5, "autoscale": "10,2"}, "celery_worker": {"replicas": 3}}}
 
 
-def errors(**changes):
-    args = dict(queues=QUEUES, default_queue="default", routes=ROUTES, rate_limits=RATES,
+def errors(queues=None, **changes):
+    args = dict(default_queue="default", routes=ROUTES, rate_limits=RATES,
                 pools=copy.deepcopy(POOLS), phases=PHASES, phase=1)
     args.update(changes)
-    return topology_errors(args.pop("queues"), **args)
+    return topology_errors(QUEUES if queues is None else queues, **args)
 
 
 def test_the_runbook_topology_is_sound():
