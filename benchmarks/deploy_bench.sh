@@ -11,12 +11,14 @@ export PATH="$root/.venv/bin:$PATH" ANSIBLE_COLLECTIONS_PATH="$root/build/collec
 export DEMO_TIME_SCALE="${DEMO_TIME_SCALE:-0.01}" ANSIBLE_NOCOLOR=1
 BACKLOG="${BACKLOG:-1000}"
 PROBES="${PROBES:-200}"
+# Seconds between probes: 0.05 is one AI message every 50 ms per probe stream (the module's default).
+PROBE_INTERVAL="${PROBE_INTERVAL:-0.05}"
 broker=redis://127.0.0.1:6379/0
 
 probe() {  # queue count timeout -> "p50 p99 max" in milliseconds
   ansible localhost -c local -o -e "ansible_python_interpreter=$root/.venv/bin/python" \
     -m pilito.priority_queue.celery_latency_probe \
-    -a "broker_url=$broker queue=$1 count=$2 probe_timeout=$3 max_seconds=900 interval=0.01" \
+    -a "broker_url=$broker queue=$1 count=$2 probe_timeout=$3 max_seconds=900 interval=$PROBE_INTERVAL" \
   | python3 -c '
 import json, math, sys
 line = sys.stdin.read()
