@@ -145,3 +145,11 @@ def test_tasks_in_flight_during_the_deploy_each_ran_exactly_once(host, env):
     ids = ",".join(f"'{task_id}'" for task_id in task_ids)
     counts = psql(host, env, f"SELECT count(*) FROM task_run WHERE task_id IN ({ids}) GROUP BY task_id")
     assert set(counts.split()) == {"1"}, "some tasks ran more than once"
+
+
+def test_app_is_a_git_checkout_of_a_local_bare_origin(host):
+    # ansible.builtin.git writes a local-path origin back as a file:// URL; both name the same repo.
+    origin = host.check_output(f"git -C {APP_DIR} remote get-url origin").removeprefix("file://")
+    assert origin == f"{DEMO_DIR}/origin.git"
+    assert host.file(origin).is_directory
+    assert host.run(f"git -C {APP_DIR} pull --ff-only").rc == 0
