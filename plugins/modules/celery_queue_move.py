@@ -11,9 +11,14 @@ version_added: 0.1.0
 description:
   - Moves the messages waiting on one Celery queue to another, keeping their order and their priority level,
     for example from V(low_priority) to V(celery) before a rollback leaves V(low_priority) without a consumer.
-  - Each message moves with one atomic Redis command (C(RPOPLPUSH)) from the source's list for a priority step
-    to the destination's list for the same step, oldest first. An interruption at any point loses nothing and
-    duplicates nothing; running the module again moves what is left.
+  - Messages move from the source's list for a priority step to the destination's list for the same step, oldest
+    first, in batches that each run as one Redis script: the script takes a message only if it is still the
+    next one on the source, so a worker taking messages at the same time is safe. An interruption at any point
+    loses nothing and duplicates nothing; running the module again moves what is left.
+  - A moved Celery message is readdressed to the destination (its delivery info names the destination as
+    routing key on the default exchange, which kombu delivers straight to that queue). A worker that takes it and dies before
+    acknowledging it, and a task that retries, then return it to the destination, not to the old queue.
+    Messages that are not kombu JSON move unchanged.
   - Highest priority (step 0) moves first. Moved messages queue behind those already waiting on the destination.
   - Only waiting messages move. Messages reserved by a worker (the C(unacked) hash) stay with that worker.
 author:
@@ -49,10 +54,6 @@ options:
       - Messages moved per round trip to the broker. Each move stays atomic on its own.
     type: int
     default: 1000
-notes:
-  - A moved message still names its original queue in its delivery info. If a worker that took it dies before
-    acknowledging it, kombu returns it to the original queue; keep that queue consumed, or move again, until
-    the reserved messages are done.
 """
 
 EXAMPLES = r"""
@@ -99,6 +100,8 @@ broker:
   sample: "127.0.0.1:6379 (redis, db 0)"
 """
 
+import json
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pilito.priority_queue.plugins.module_utils.broker import (
@@ -126,8 +129,39 @@ def plan(source_lengths, limit=None):
     return result
 
 
+# ARGV holds (message as read, message as it arrives) pairs, next-to-be-taken first. A message moves only
+# while it is still the next one on the source; the first mismatch (a worker took it) ends the batch.
+MOVE_SCRIPT = """
+local moved = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('LINDEX', KEYS[1], -1) ~= ARGV[i] then break end
+  redis.call('RPOP', KEYS[1])
+  redis.call('LPUSH', KEYS[2], ARGV[i + 1])
+  moved = moved + 1
+end
+return moved
+"""
+
+
+def readdress(raw, queue):
+    """The message as if sent straight to queue: kombu routes the default exchange ("") by queue name."""
+    try:
+        message = json.loads(raw)
+        delivery_info = message["properties"]["delivery_info"]
+    except (ValueError, TypeError, KeyError):
+        return raw
+    if not isinstance(delivery_info, dict):
+        return raw
+    if delivery_info.get("exchange") == "" and delivery_info.get("routing_key") == queue:
+        return raw
+    delivery_info["exchange"] = ""
+    delivery_info["routing_key"] = queue
+    return json.dumps(message)
+
+
 def move(client, source, destination, priority_steps, prefix="", limit=None, batch_size=1000):
-    """Atomic per message: each RPOPLPUSH either moved one message or did nothing."""
+    """Each script call is atomic: a message is either still on the source or already on the destination."""
+    script = client.register_script(MOVE_SCRIPT)
     moved = {}
     remaining = limit
     for (step, source_key), (_step, destination_key) in zip(
@@ -135,15 +169,15 @@ def move(client, source, destination, priority_steps, prefix="", limit=None, bat
         moved[str(step)] = 0
         while remaining is None or remaining > 0:
             batch = batch_size if remaining is None else min(batch_size, remaining)
-            pipe = client.pipeline(transaction=False)
-            for _n in range(batch):
-                pipe.rpoplpush(source_key, destination_key)
-            done = sum(1 for reply in pipe.execute() if reply is not None)
+            # The next messages a worker would take are at the right end, the very next one last.
+            taken = list(reversed(client.lrange(source_key, -batch, -1)))
+            if not taken:
+                break
+            pairs = [part for raw in taken for part in (raw, readdress(raw, destination))]
+            done = script(keys=[source_key, destination_key], args=pairs)
             moved[str(step)] += done
             if remaining is not None:
                 remaining -= done
-            if done < batch:
-                break
     return moved
 
 

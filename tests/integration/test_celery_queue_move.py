@@ -126,3 +126,24 @@ def test_killed_mid_move_loses_and_duplicates_nothing(redis_server, redis_client
     assert redis_client.llen("celery") == total
     # oldest first: the message pushed first is still the next one a worker takes
     assert redis_client.lindex("celery", -1) == b"message-0"
+
+
+def test_moved_messages_are_readdressed_and_return_to_the_destination(redis_server, redis_client, producer):
+    """A worker that dies holding a moved message must give it back to the destination, not the old queue."""
+    from kombu import Connection, Exchange, Queue
+
+    send(producer, "low_priority", range(3))
+    run_module("celery_queue_move", dict(broker_url=redis_server.url(), source="low_priority", destination="celery"))
+    for raw in redis_client.lrange("celery", 0, -1):
+        info = json.loads(raw)["properties"]["delivery_info"]
+        assert (info["exchange"], info["routing_key"]) == ("", "celery")
+    with Connection(redis_server.url()) as connection:
+        queue = connection.SimpleQueue(Queue("celery", Exchange("celery"), routing_key="celery"))
+        taken = queue.get(timeout=5)
+        assert taken.decode()[0] == [0]
+        assert redis_client.hlen("unacked") == 1
+        queue.close()  # without acknowledging: kombu restores what the consumer held
+    assert redis_client.hlen("unacked") == 0
+    assert redis_client.llen("low_priority") == 0
+    assert sorted(json.loads(b64decode(json.loads(raw)["body"]))[0][0]
+                  for raw in redis_client.lrange("celery", 0, -1)) == [0, 1, 2]
