@@ -9,8 +9,8 @@ module: celery_queue_snapshot
 short_description: Save the messages of Celery queues on a Redis broker to a file, and put them back
 version_added: 0.1.0
 description:
-  - For a restart of a broker that keeps nothing on disk (the runbook's emergency C(down) and C(up) of the
-    whole stack): save every message of the named queues before, restore them after, and prove the count.
+  - For a restart of a broker that keeps nothing on disk, as in the runbook's emergency C(down) and C(up) of
+    the whole stack. Save every message of the named queues before, restore them after, and prove the count.
   - V(saved) reads, in one transaction, each queue's list for every priority step, and kombu's C(unacked) hash
     and C(unacked_index) of reserved messages, and writes them to O(path) (mode 0600, written whole or not
     at all). Messages are copied, not removed.
