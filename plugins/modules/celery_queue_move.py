@@ -20,7 +20,8 @@ description:
     acknowledging it, and a task that retries, then return it to the destination, not to the old queue.
     Messages that are not kombu JSON move unchanged.
   - Highest priority (step 0) moves first. Moved messages queue behind those already waiting on the destination.
-  - Only waiting messages move. Messages reserved by a worker (the C(unacked) hash) stay with that worker.
+  - Only waiting messages move, unless O(include_unacked) also moves the reserved messages of workers that
+    are gone.
 author:
   - pilito developers (@pilito)
 extends_documentation_fragment:
@@ -49,6 +50,15 @@ options:
     description:
       - Move at most this many messages. Without it, move all.
     type: int
+  include_unacked:
+    description:
+      - Also move messages that workers reserved and never acknowledged (kombu's C(unacked) hash) whose
+        routing key is the source. kombu would return them to the source after its visibility timeout; moved,
+        they go to the front of the destination (they were being worked on), as kombu restores them.
+      - Only when no running worker consumes the source, or a message a live worker still holds would run
+        twice. A rollback meets that after the source's workers stopped; so does a deploy for the old queue.
+    type: bool
+    default: false
   batch_size:
     description:
       - Messages moved per round trip to the broker. Each move stays atomic on its own.
@@ -78,6 +88,11 @@ moved:
   returned: always
   type: int
   sample: 1500
+moved_unacked:
+  description: Reserved messages moved from the C(unacked) hash (with O(include_unacked)); counted in RV(moved).
+  returned: always
+  type: int
+  sample: 1
 moved_by_priority:
   description: Messages moved per priority step (keys are the steps as strings).
   returned: always
@@ -100,13 +115,17 @@ broker:
   sample: "127.0.0.1:6379 (redis, db 0)"
 """
 
+import bisect
 import json
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pilito.priority_queue.plugins.module_utils.broker import (
+    UNACKED_INDEX_KEY,
+    UNACKED_KEY,
     broker_argument_spec,
     connect,
+    queue_key,
     queue_keys,
 )
 
@@ -140,6 +159,17 @@ for i = 1, #ARGV, 2 do
   moved = moved + 1
 end
 return moved
+"""
+
+
+# A reserved message moves only while its unacked entry is unchanged; as kombu's restore, it leaves
+# the unacked hash and its index, and goes to the front of the queue (RPUSH: the next one taken).
+MOVE_UNACKED_SCRIPT = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('RPUSH', KEYS[3], ARGV[3])
+return 1
 """
 
 
@@ -181,6 +211,39 @@ def move(client, source, destination, priority_steps, prefix="", limit=None, bat
     return moved
 
 
+def orphans(client, source, priority_steps, prefix=""):
+    """Unacked entries whose routing key is the source: (tag, entry as stored, message, step key)."""
+    found = []
+    for tag, raw in client.hscan_iter(prefix + UNACKED_KEY):
+        try:
+            message, _exchange, routing_key = json.loads(raw)
+        except (ValueError, TypeError):
+            continue
+        if routing_key != source:
+            continue
+        try:
+            priority = max(0, min(int(message["properties"]["priority"]), 9))
+        except (TypeError, ValueError, KeyError):
+            priority = 0
+        step = priority_steps[bisect.bisect(priority_steps, priority) - 1]
+        found.append((tag, raw, message, step))
+    return found
+
+
+def move_unacked(client, found, destination, priority_steps, prefix=""):
+    script = client.register_script(MOVE_UNACKED_SCRIPT)
+    moved = {str(step): 0 for step in priority_steps}
+    for tag, raw, message, step in found:
+        for part in (message.get("headers"), message.get("properties", {}).get("delivery_info")):
+            if isinstance(part, dict):
+                part["redelivered"] = True
+        payload = readdress(json.dumps(message), destination)
+        if script(keys=[prefix + UNACKED_KEY, prefix + UNACKED_INDEX_KEY, queue_key(destination, step, prefix)],
+                  args=[tag, raw, payload]):
+            moved[str(step)] += 1
+    return moved
+
+
 def main():
     argument_spec = broker_argument_spec()
     argument_spec.update(
@@ -188,6 +251,7 @@ def main():
         destination=dict(type="str", required=True),
         limit=dict(type="int"),
         batch_size=dict(type="int", default=1000),
+        include_unacked=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
@@ -205,17 +269,21 @@ def main():
     steps, prefix = params["priority_steps"], params["broker_key_prefix"]
     source_before = waiting(client, source, steps, prefix)
     destination_before = sum(waiting(client, destination, steps, prefix).values())
+    reserved = orphans(client, source, steps, prefix) if params["include_unacked"] else []
     if module.check_mode:
         moved = plan(source_before, params["limit"])
+        unacked = {str(step): sum(1 for item in reserved if item[3] == step) for step in steps}
     else:
         moved = move(client, source, destination, steps, prefix, params["limit"], params["batch_size"])
-    total = sum(moved.values())
+        unacked = move_unacked(client, reserved, destination, steps, prefix)
+    waiting_moved, unacked_moved = sum(moved.values()), sum(unacked.values())
     result = dict(
-        changed=total > 0,
-        moved=total,
-        moved_by_priority=moved,
-        source_length=dict(before=sum(source_before.values()), after=sum(source_before.values()) - total),
-        destination_length=dict(before=destination_before, after=destination_before + total),
+        changed=waiting_moved + unacked_moved > 0,
+        moved=waiting_moved + unacked_moved,
+        moved_unacked=unacked_moved,
+        moved_by_priority={step: count + unacked.get(step, 0) for step, count in moved.items()},
+        source_length=dict(before=sum(source_before.values()), after=sum(source_before.values()) - waiting_moved),
+        destination_length=dict(before=destination_before, after=destination_before + waiting_moved + unacked_moved),
         broker=target.describe(),
     )
     if not module.check_mode:

@@ -147,3 +147,37 @@ def test_moved_messages_are_readdressed_and_return_to_the_destination(redis_serv
     assert redis_client.llen("low_priority") == 0
     assert sorted(json.loads(b64decode(json.loads(raw)["body"]))[0][0]
                   for raw in redis_client.lrange("celery", 0, -1)) == [0, 1, 2]
+
+
+def test_reserved_messages_of_a_gone_worker_move_with_include_unacked(redis_server, redis_client, producer):
+    """A worker killed holding messages leaves them in the unacked hash, addressed to the old queue."""
+    from kombu import Connection, Exchange, Queue
+
+    send(producer, "low_priority", range(3))
+    send(producer, "celery", [7])
+    connection = Connection(redis_server.url())
+    low = connection.SimpleQueue(Queue("low_priority", Exchange("low_priority"), routing_key="low_priority"))
+    other = connection.SimpleQueue(Queue("celery", Exchange("celery"), routing_key="celery"))
+    assert [low.get(timeout=5).decode()[0][0], other.get(timeout=5).decode()[0][0]] == [0, 7]
+    routing_keys = [json.loads(raw)[2] for raw in redis_client.hvals("unacked")]
+    held = routing_keys.count("low_priority")
+    assert held >= 1 and routing_keys.count("celery") >= 1
+    waiting_low = redis_client.llen("low_priority")
+    assert held + waiting_low == 3
+    # the worker "dies": its connection is dropped without closing the channel (no restore)
+    connection.transport.client = None
+    args = dict(broker_url=redis_server.url(), source="low_priority", destination="default", include_unacked=True)
+    checked = run_module("celery_queue_move", args, check=True)
+    assert checked["moved"] == 3 and checked["moved_unacked"] == held
+    assert redis_client.hlen("unacked") == len(routing_keys)
+    result = run_module("celery_queue_move", args)
+    assert result["moved"] == 3 and result["moved_unacked"] == held, result
+    left = [json.loads(raw)[2] for raw in redis_client.hvals("unacked")]
+    assert left == ["celery"] * routing_keys.count("celery"), "only entries routed to the source move"
+    assert redis_client.zcard("unacked_index") == len(left)
+    order = [json.loads(raw) for raw in reversed(redis_client.lrange("default", 0, -1))]
+    assert sorted(json.loads(b64decode(m["body"]))[0][0] for m in order) == [0, 1, 2]
+    assert json.loads(b64decode(order[0]["body"]))[0][0] in range(held), "a reserved one is taken first"
+    assert {m["properties"]["delivery_info"]["routing_key"] for m in order} == {"default"}
+    assert order[0]["headers"]["redelivered"] is True
+    assert run_module("celery_queue_move", args)["changed"] is False

@@ -1,0 +1,208 @@
+"""Wall time of each rollback plan on the demo host, while a producer keeps sending tasks, and the
+proof that every task it sent ran exactly once.
+
+    python benchmarks/rollback_bench.py [--tasks 600] [--rate 10] [--report FILE]
+
+Needs the demo stack up in its before state (`scripts/demo.sh up`). The producer posts to the app's
+/api/tasks/ (so the app's own routing applies) across the three queues: chat replies
+(high_priority), page jobs (low_priority) and the knowledge count (default). Sequence: deploy,
+plan_a twice, deploy, a page backlog, plan_b twice, deploy, plan_c, plan_c_full. Then it waits
+until the task_run table has every task, bounded in time, and writes a JSON report. The runbook's
+budgets: plan_a 2 min (target 10 s), plan_b 5 min (45 s), plan_c 30 s (30 s, the full down/up too).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psycopg2
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = [
+    ("chat.tasks.generate_ai_reply", lambda n: [f"rollback proof {n}", time.time()]),
+    ("crawler.tasks.process_page_content", lambda n: [n]),
+    ("knowledge.tasks.count_missing_chunk_index", lambda n: []),
+]
+TARGETS = {"plan_a": 10, "plan_b": 45, "plan_c": 30, "plan_c_full": 30}
+
+
+def read_env(app_dir):
+    lines = (Path(app_dir) / ".env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+
+class Producer(threading.Thread):
+    """Sends `count` tasks at `rate` per second. A send the web server refused (it was being
+    recreated) is retried with the same id; an ambiguous failure is recorded, never retried."""
+
+    def __init__(self, port, count, rate, prefix, deadline_seconds):
+        super().__init__(daemon=True)
+        self.url = f"http://127.0.0.1:{port}/api/tasks/"
+        self.count, self.rate, self.prefix = count, rate, prefix
+        self.deadline = time.monotonic() + deadline_seconds
+        self.sent, self.ambiguous, self.refused, self.queues = [], [], 0, {}
+
+    def send(self, task_id, name, args):
+        body = json.dumps({"name": name, "args": args, "task_id": task_id}).encode()
+        request = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
+        while time.monotonic() < self.deadline:
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    queue = json.load(response)["queue"]
+                    self.queues[queue] = self.queues.get(queue, 0) + 1
+                    return True
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500:
+                    raise
+                self.refused += 1  # 5xx: the app answered that it did not send it (e.g. broker down)
+            except (ConnectionRefusedError, ConnectionResetError, urllib.error.URLError) as exc:
+                reason = getattr(exc, "reason", exc)
+                if not isinstance(reason, (ConnectionRefusedError, ConnectionResetError)):
+                    self.ambiguous.append(task_id)
+                    return False
+                self.refused += 1
+            time.sleep(0.2)
+        self.ambiguous.append(task_id)
+        return False
+
+    def run(self):
+        start = time.monotonic()
+        for n in range(self.count):
+            name, make_args = TASKS[n % len(TASKS)]
+            task_id = f"{self.prefix}-{n}"
+            if self.send(task_id, name, make_args(n)):
+                self.sent.append(task_id)
+            time.sleep(max(0.0, start + (n + 1) / self.rate - time.monotonic()))
+
+
+def playbook(name, inventory, tags=None, extra=()):
+    """Runs a playbook with the JSON callback; returns seconds, stats and the task results."""
+    cmd = ["ansible-playbook", "-i", inventory, str(ROOT / "playbooks" / f"{name}.yml"), *extra]
+    if tags:
+        cmd += ["--tags", tags]
+    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"}
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    seconds = time.monotonic() - start
+    try:
+        output = json.loads(proc.stdout)
+    except ValueError:
+        raise SystemExit(f"{name} {tags or ''}: no JSON (rc {proc.returncode})\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    stats = next(iter(output["stats"].values()))
+    results = {task["task"]["name"]: next(iter(task["hosts"].values()))
+               for play in output["plays"] for task in play["tasks"]}
+    if proc.returncode != 0:
+        failed = {k: v.get("msg") for k, v in results.items() if v.get("failed")}
+        raise SystemExit(f"{name} {tags or ''} failed (rc {proc.returncode}): {json.dumps(failed, indent=1)}")
+    return seconds, stats, results
+
+
+def moved_by_plan_b(results):
+    moves = results.get("Move the messages of queues no worker consumes any more", {})
+    return {r["item"]: r.get("moved", 0) for r in moves.get("results", [])}
+
+
+def task_runs(env, prefix):
+    connection = psycopg2.connect(host="127.0.0.1", port=int(env.get("DB_PORT", 5432)), user=env["POSTGRES_USER"],
+                                  password=env["POSTGRES_PASSWORD"], dbname=env["POSTGRES_DB"])
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT task_id, count(*) FROM task_run WHERE task_id LIKE %s GROUP BY task_id",
+                           (prefix + "-%",))
+            return dict(cursor.fetchall())
+    finally:
+        connection.close()
+
+
+def queue_page_backlog(port, prefix, count):
+    """A backlog on low_priority, so that plan_b has messages to move (or to strand)."""
+    producer = Producer(port, 0, 1, prefix, 60)
+    ids = []
+    for n in range(count):
+        task_id = f"{prefix}-{n}"
+        if producer.send(task_id, "crawler.tasks.process_page_content", [n]):
+            ids.append(task_id)
+    return ids
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--inventory", default=str(ROOT / "inventories/local"))
+    parser.add_argument("--app-dir", default=os.environ.get("DEMO_DIR", "/srv/pilito-demo") + "/app")
+    parser.add_argument("--tasks", type=int, default=600, help="tasks the producer sends (bounded)")
+    parser.add_argument("--rate", type=float, default=4.0, help="tasks per second")
+    parser.add_argument("--backlog", type=int, default=400, help="page jobs queued just before plan_b")
+    parser.add_argument("--drain-seconds", type=int, default=300, help="longest wait for every task to run")
+    parser.add_argument("--report", help="write the JSON report here")
+    args = parser.parse_args()
+    env = read_env(args.app_dir)
+    port = int(env.get("WEB_PORT", 8000))
+    run_id = f"rb{int(time.time())}"
+
+    producer = Producer(port, args.tasks, args.rate, run_id, deadline_seconds=1800)
+    producer.start()
+    steps = []
+
+    def step(name, tags=None):
+        seconds, stats, results = playbook(name, args.inventory, tags)
+        steps.append(dict(step=tags or name, seconds=round(seconds, 1), changed=stats["changed"],
+                          target_seconds=TARGETS.get(tags)))
+        print(f"{tags or name:12} {seconds:6.1f} s  changed={stats['changed']}", file=sys.stderr, flush=True)
+        return results
+
+    step("deploy")
+    step("rollback", "plan_a")
+    step("rollback", "plan_a")
+    step("deploy")
+    backlog = queue_page_backlog(port, run_id + "-backlog", args.backlog)
+    moved = moved_by_plan_b(step("rollback", "plan_b"))
+    step("rollback", "plan_b")
+    step("deploy")
+    step("rollback", "plan_c")
+    full = step("rollback", "plan_c_full")
+    saved = full.get("Save every queued message", {}).get("messages")
+    producer.join()
+
+    expected = producer.sent + backlog
+    deadline = time.monotonic() + args.drain_seconds
+    while True:
+        runs = task_runs(env, run_id)
+        missing = [task_id for task_id in expected if task_id not in runs]
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    report = dict(
+        run_id=run_id,
+        steps=steps,
+        producer=dict(sent=len(producer.sent), rate_per_second=args.rate, refused_and_retried=producer.refused,
+                      ambiguous=producer.ambiguous, routed_to=producer.queues),
+        backlog_before_plan_b=len(backlog),
+        moved_by_plan_b=moved,
+        saved_and_restored_by_plan_c_full=saved,
+        tasks_expected=len(expected),
+        ran_once=sum(1 for task_id in expected if runs.get(task_id) == 1),
+        ran_more_than_once={task_id: runs[task_id] for task_id in expected if runs.get(task_id, 0) > 1},
+        missing=missing,
+    )
+    text = json.dumps(report, indent=2)
+    if args.report:
+        Path(args.report).write_text(text + "\n")
+    print(text)
+    for item in steps:
+        if item["target_seconds"]:
+            verdict = "met" if item["seconds"] <= item["target_seconds"] else "MISSED"
+            print(f"{item['step']:12} {item['seconds']:6.1f} s (target {item['target_seconds']} s: {verdict})",
+                  file=sys.stderr)
+    print(f"tasks: {report['ran_once']} of {len(expected)} ran exactly once; "
+          f"{len(report['ran_more_than_once'])} more than once; {len(missing)} missing", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
