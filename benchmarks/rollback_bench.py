@@ -190,11 +190,11 @@ def main():
         ran_once=sum(1 for task_id in expected if runs.get(task_id) == 1),
         ran_more_than_once={task_id: runs[task_id] for task_id in expected if runs.get(task_id, 0) > 1},
         missing=missing,
+        expected_ids=expected,
     )
-    text = json.dumps(report, indent=2)
     if args.report:
-        Path(args.report).write_text(text + "\n")
-    print(text)
+        Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({key: value for key, value in report.items() if key != "expected_ids"}, indent=2))
     for item in steps:
         if item["target_seconds"]:
             verdict = "met" if item["seconds"] <= item["target_seconds"] else "MISSED"
