@@ -18,9 +18,10 @@ INVENTORY = ROOT / "inventories/local"
 QUEUES = ["high_priority", "default", "low_priority", "celery"]
 
 
-def compose(host, *args, files=("docker-compose.yml", "docker-compose.priority-queue.yml")):
-    options = " ".join(f"-f {APP_DIR}/{name}" for name in files)
-    return host.run(f"docker compose --project-directory {APP_DIR} {options} " + " ".join(map(shlex.quote, args)))
+def compose(host, *args):
+    """The app's own compose file: db and redis are there, deployed or rolled back."""
+    return host.run(f"docker compose --project-directory {APP_DIR} -f {APP_DIR}/docker-compose.yml "
+                    + " ".join(map(shlex.quote, args)))
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +46,16 @@ def runs(host, env, ids):
     return {task_id: int(counted.get(task_id, 0)) for task_id in ids}
 
 
+def llen(host, key):
+    out = compose(host, "exec", "-T", "redis", "redis-cli", "llen", key)
+    assert out.rc == 0, out.stderr
+    return int(out.stdout)
+
+
 def queue_lengths(host):
-    lengths = {}
-    for queue in QUEUES:
-        keys = [queue] + [f"{queue}\x06\x16{step}" for step in (3, 6, 9)]
-        lengths[queue] = sum(int(compose(host, "exec", "-T", "redis", "redis-cli", "llen", key).stdout) for key in keys)
-    return lengths
+    """Waiting messages per queue, priority sub-lists included."""
+    return {queue: sum(llen(host, key) for key in [queue] + [f"{queue}\x06\x16{step}" for step in (3, 6, 9)])
+            for queue in QUEUES}
 
 
 def send_pages(env, prefix, count):
@@ -119,7 +124,7 @@ def test_the_runbooks_plan_b_strands_messages_and_rollback_plan_b_rescues_them(h
     """The runbook's plan B (git revert, compose up with the app's file alone, celery_ai removed) leaves
     low_priority without a consumer; its messages wait for ever. rollback.yml --tags plan_b moves them."""
     ids = send_pages(env, f"strand{int(time.time())}", 300)
-    out = compose(host, "up", "--detach", "--wait", "--remove-orphans", files=("docker-compose.yml",))
+    out = compose(host, "up", "--detach", "--wait", "--remove-orphans")
     assert out.rc == 0, out.stderr
     stranded = queue_lengths(host)["low_priority"]
     time.sleep(5)
