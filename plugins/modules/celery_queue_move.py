@@ -12,12 +12,13 @@ description:
   - Moves the messages waiting on one Celery queue to another, keeping their order and their priority level,
     for example from V(low_priority) to V(celery) before a rollback leaves V(low_priority) without a consumer.
   - Messages move from the source's list for a priority step to the destination's list for the same step, oldest
-    first, in batches that each run as one Redis script: the script takes a message only if it is still the
+    first, in batches that each run as one Redis script. The script takes a message only if it is still the
     next one on the source, so a worker taking messages at the same time is safe. An interruption at any point
     loses nothing and duplicates nothing; running the module again moves what is left.
-  - A moved Celery message is readdressed to the destination (its delivery info names the destination as
-    routing key on the default exchange, which kombu delivers straight to that queue). A worker that takes it and dies before
-    acknowledging it, and a task that retries, then return it to the destination, not to the old queue.
+  - A moved Celery message is readdressed to the destination. Its delivery info names the destination as
+    routing key on the default exchange, which kombu delivers straight to that queue. A worker that takes it
+    and dies before acknowledging it, and a task that retries, then return it to the destination, not to the
+    old queue.
     Messages that are not kombu JSON move unchanged.
   - Highest priority (step 0) moves first. Moved messages queue behind those already waiting on the destination.
   - Only waiting messages move, unless O(include_unacked) also moves the reserved messages of workers that
