@@ -7,6 +7,7 @@ import secrets
 import subprocess
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,15 +79,22 @@ class PostgresServer:
         )
 
 
-@pytest.fixture(scope="session")
-def redis_server(demo_images):
-    name, port = start(demo_images["REDIS_IMAGE"], 6379)
+@contextmanager
+def redis_container(image):
+    """A Redis of the demo image on a published loopback port, removed afterwards."""
+    name, port = start(image, 6379)
     server = RedisServer(name, "127.0.0.1", port)
     try:
         wait_until(lambda: server.client().ping(), "redis")
         yield server
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="session")
+def redis_server(demo_images):
+    with redis_container(demo_images["REDIS_IMAGE"]) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

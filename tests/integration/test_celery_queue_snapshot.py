@@ -3,12 +3,11 @@
 import json
 import os
 import stat
-import subprocess
 
 import pytest
 from celery import Celery
 
-from conftest import RedisServer, docker, run_module, start, wait_until
+from conftest import docker, redis_container, run_module, wait_until
 
 SEP = "\x06\x16"
 QUEUES = ["high_priority", "default", "low_priority"]
@@ -41,13 +40,8 @@ def content(client):
 @pytest.fixture
 def own_redis(demo_images):
     """A broker of this test's own, since the test restarts it."""
-    name, port = start(demo_images["REDIS_IMAGE"], 6379)
-    server = RedisServer(name, "127.0.0.1", port)
-    try:
-        wait_until(lambda: server.client().ping(), "redis")
+    with redis_container(demo_images["REDIS_IMAGE"]) as server:
         yield server
-    finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
 
 
 def restart_broker(server):
