@@ -164,8 +164,9 @@ def test_reserved_messages_of_a_gone_worker_move_with_include_unacked(redis_serv
     assert held >= 1 and routing_keys.count("celery") >= 1
     waiting_low = redis_client.llen("low_priority")
     assert held + waiting_low == 3
-    # the worker "dies": its connection is dropped without closing the channel (no restore)
-    connection.transport.client = None
+    # the worker "dies": its channel goes without giving back what it holds
+    connection.default_channel.do_restore = False
+    connection.release()
     args = dict(broker_url=redis_server.url(), source="low_priority", destination="default", include_unacked=True)
     checked = run_module("celery_queue_move", args, check=True)
     assert checked["moved"] == 3 and checked["moved_unacked"] == held
