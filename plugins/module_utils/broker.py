@@ -6,6 +6,8 @@ sentinel://) and where kombu's Redis transport keeps each queue."""
 
 from __future__ import annotations
 
+import bisect
+import json
 import traceback
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -139,6 +141,27 @@ def queue_key(queue, priority, prefix=""):
 def queue_keys(queue, priority_steps, prefix=""):
     """Every list of a queue, highest priority (0) first, as kombu consumes them."""
     return [(step, queue_key(queue, step, prefix)) for step in sorted(set(priority_steps))]
+
+
+def priority_step(message, priority_steps):
+    """The step whose list kombu puts a message on: its priority, within 0-9, rounded down to a step."""
+    try:
+        priority = max(0, min(int(message["properties"]["priority"]), 9))
+    except (TypeError, ValueError, KeyError):
+        priority = 0
+    steps = sorted(set(priority_steps))
+    return steps[bisect.bisect(steps, priority) - 1]
+
+
+def unacked_entries(client, prefix="", batch=1000):
+    """Messages reserved by workers, as (delivery tag, entry as stored, message, routing key).
+    Entries not in kombu's format are skipped: there is nothing to attribute them to."""
+    for tag, raw in client.hscan_iter(prefix + UNACKED_KEY, count=batch):
+        try:
+            entry = json.loads(raw)
+            yield tag, raw, entry[0], entry[2]
+        except (ValueError, IndexError, KeyError, TypeError):
+            continue
 
 
 def connect(module):

@@ -125,8 +125,6 @@ broker:
   sample: "127.0.0.1:6379 (redis, db 0)"
 """
 
-import json
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pilito.priority_queue.plugins.module_utils.broker import (
@@ -134,6 +132,7 @@ from ansible_collections.pilito.priority_queue.plugins.module_utils.broker impor
     broker_argument_spec,
     connect,
     queue_keys,
+    unacked_entries,
 )
 
 BINDING_PREFIX = "_kombu.binding."
@@ -168,11 +167,7 @@ def measure(client, queues, priority_steps, prefix="", count_unacked=True):
 
 def unacked_by_routing_key(client, prefix=""):
     counts = {}
-    for _tag, payload in client.hscan_iter(f"{prefix}{UNACKED_KEY}", count=SCAN_BATCH):
-        try:
-            routing_key = json.loads(payload)[2]
-        except (ValueError, IndexError, TypeError):
-            continue  # not kombu's format; nothing to attribute
+    for _tag, _raw, _message, routing_key in unacked_entries(client, prefix, SCAN_BATCH):
         counts[routing_key] = counts.get(routing_key, 0) + 1
     return counts
 

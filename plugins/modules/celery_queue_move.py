@@ -116,7 +116,6 @@ broker:
   sample: "127.0.0.1:6379 (redis, db 0)"
 """
 
-import bisect
 import json
 
 from ansible.module_utils.basic import AnsibleModule
@@ -126,8 +125,10 @@ from ansible_collections.pilito.priority_queue.plugins.module_utils.broker impor
     UNACKED_KEY,
     broker_argument_spec,
     connect,
+    priority_step,
     queue_key,
     queue_keys,
+    unacked_entries,
 )
 
 
@@ -213,22 +214,9 @@ def move(client, source, destination, priority_steps, prefix="", limit=None, bat
 
 
 def orphans(client, source, priority_steps, prefix=""):
-    """Unacked entries whose routing key is the source: (tag, entry as stored, message, step key)."""
-    found = []
-    for tag, raw in client.hscan_iter(prefix + UNACKED_KEY):
-        try:
-            message, _exchange, routing_key = json.loads(raw)
-        except (ValueError, TypeError):
-            continue
-        if routing_key != source:
-            continue
-        try:
-            priority = max(0, min(int(message["properties"]["priority"]), 9))
-        except (TypeError, ValueError, KeyError):
-            priority = 0
-        step = priority_steps[bisect.bisect(priority_steps, priority) - 1]
-        found.append((tag, raw, message, step))
-    return found
+    """Unacked entries whose routing key is the source: (tag, entry as stored, message, priority step)."""
+    return [(tag, raw, message, priority_step(message, priority_steps))
+            for tag, raw, message, routing_key in unacked_entries(client, prefix) if routing_key == source]
 
 
 def move_unacked(client, found, destination, priority_steps, prefix=""):

@@ -3,6 +3,7 @@ import pytest
 from ansible_collections.pilito.priority_queue.plugins.module_utils.broker import (
     BrokerError,
     parse_broker_url,
+    priority_step,
     queue_key,
     queue_keys,
 )
@@ -97,3 +98,12 @@ def test_malformed_url_fails_before_connecting():
     with pytest.raises(SystemExit) as failed:
         broker.connect(FailingModule(broker_url="sentinel://s1:26379"))
     assert "master name" in failed.value.args[0]["msg"]
+
+
+@pytest.mark.parametrize("priority, step", [(0, 0), (2, 0), (3, 3), (5, 3), (9, 9), (12, 9), (-1, 0), ("x", 0), (None, 0)])
+def test_priority_step_rounds_down_as_kombu_does(priority, step):
+    assert priority_step({"properties": {"priority": priority}}, [0, 3, 6, 9]) == step
+
+
+def test_a_message_without_priority_is_on_step_0():
+    assert priority_step({"properties": {}}, [9, 0, 3, 6]) == 0
