@@ -6,6 +6,7 @@ sentinel://) and where kombu's Redis transport keeps each queue."""
 
 from __future__ import annotations
 
+import base64
 import bisect
 import json
 import traceback
@@ -29,6 +30,7 @@ UNACKED_KEY = "unacked"
 UNACKED_INDEX_KEY = "unacked_index"
 SCHEMES = ("redis", "rediss", "sentinel")
 MASKED = "********"
+PROBE_TASK = "celery.accumulate"
 
 
 def broker_argument_spec():
@@ -162,6 +164,28 @@ def unacked_entries(client, prefix="", batch=1000):
             yield tag, raw, entry[0], entry[2]
         except (ValueError, IndexError, KeyError, TypeError):
             continue
+
+
+def probe_message(queue, task_id, delivery_tag, origin="pilito-probe", ignore_result=False):
+    """A Celery protocol 2 message for celery.accumulate(), which every Celery app has, as kombu's
+    Redis transport stores it: the probe the modules time and order without any app code."""
+    body = [[task_id], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    return {
+        "body": base64.b64encode(json.dumps(body).encode()).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {
+            "lang": "py", "task": PROBE_TASK, "id": task_id, "shadow": None, "eta": None, "expires": None,
+            "group": None, "group_index": None, "retries": 0, "timelimit": [None, None], "root_id": task_id,
+            "parent_id": None, "argsrepr": repr((task_id,)), "kwargsrepr": "{}", "origin": origin,
+            "ignore_result": ignore_result,
+        },
+        "properties": {
+            "correlation_id": task_id, "reply_to": "", "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue}, "priority": 0,
+            "body_encoding": "base64", "delivery_tag": delivery_tag,
+        },
+    }
 
 
 def connect(module):

@@ -126,7 +126,6 @@ broker:
   sample: "127.0.0.1:6379 (redis, db 0)"
 """
 
-import base64
 import json
 import math
 import time
@@ -139,32 +138,11 @@ from ansible_collections.pilito.priority_queue.plugins.module_utils.broker impor
     broker_argument_spec,
     connect,
     parse_broker_url,
+    probe_message,
     queue_key,
 )
 
-PROBE_TASK = "celery.accumulate"
 MAX_COUNT = 10000
-
-
-def probe_message(queue, task_id, delivery_tag):
-    """A Celery protocol 2 message for celery.accumulate(), as kombu's Redis transport stores it."""
-    body = [[task_id], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
-    return {
-        "body": base64.b64encode(json.dumps(body).encode()).decode(),
-        "content-encoding": "utf-8",
-        "content-type": "application/json",
-        "headers": {
-            "lang": "py", "task": PROBE_TASK, "id": task_id, "shadow": None, "eta": None, "expires": None,
-            "group": None, "group_index": None, "retries": 0, "timelimit": [None, None], "root_id": task_id,
-            "parent_id": None, "argsrepr": repr((task_id,)), "kwargsrepr": "{}", "origin": "pilito-latency-probe",
-            "ignore_result": False,
-        },
-        "properties": {
-            "correlation_id": task_id, "reply_to": "", "delivery_mode": 2,
-            "delivery_info": {"exchange": "", "routing_key": queue}, "priority": 0,
-            "body_encoding": "base64", "delivery_tag": delivery_tag,
-        },
-    }
 
 
 def percentile(samples, fraction):
@@ -194,7 +172,7 @@ def result_client(url, timeout):
 def probe_once(client, key, queue, probe_timeout, poll_interval, results=None):
     """Publish one probe; return (pickup seconds, done seconds or None), or None if no worker took it."""
     task_id = f"pilito-probe-{uuid.uuid4()}"
-    payload = json.dumps(probe_message(queue, task_id, str(uuid.uuid4())))
+    payload = json.dumps(probe_message(queue, task_id, str(uuid.uuid4()), origin="pilito-latency-probe"))
     started = time.monotonic()
     client.lpush(key, payload)
     deadline = started + probe_timeout

@@ -3,11 +3,8 @@ import json
 
 import pytest
 
-from ansible_collections.pilito.priority_queue.plugins.modules.celery_latency_probe import (
-    percentile,
-    probe_message,
-    summarise,
-)
+from ansible_collections.pilito.priority_queue.plugins.module_utils.broker import probe_message
+from ansible_collections.pilito.priority_queue.plugins.modules.celery_latency_probe import percentile, summarise
 
 
 @pytest.mark.parametrize("fraction, expected", [(0.5, 5), (0.95, 10), (0.99, 10), (0.1, 1), (0.11, 2)])
