@@ -1,0 +1,133 @@
+"""The rendered Celery config module, imported as a worker imports it: the queue-order backport
+(on for kombu before 5.7, off after) and the fetch hold behind the priority_queue_fetch command."""
+
+import importlib.util
+import time
+from types import SimpleNamespace
+
+import kombu
+import pytest
+from kombu.transport import redis as kombu_redis
+
+from rendered_config import render_celery_config
+
+
+@pytest.fixture
+def load_config(tmp_path, monkeypatch):
+    """Import a freshly rendered celery_priority with kombu.VERSION set as given; the Channel class
+    gets its own active_queues back afterwards."""
+    original = kombu_redis.Channel.__dict__["active_queues"]
+
+    def load(version=tuple(kombu.VERSION)):
+        monkeypatch.setattr(kombu, "VERSION", version)
+        path = render_celery_config(tmp_path)
+        spec = importlib.util.spec_from_file_location("celery_priority_under_test", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    yield load
+    kombu_redis.Channel.active_queues = original
+
+
+def fake_channel(active, fanout=()):
+    return SimpleNamespace(_active_queues=list(active), active_fanout_queues=set(fanout))
+
+
+def test_before_kombu_5_7_a_channel_keeps_the_order_it_was_given(load_config):
+    config = load_config((5, 2, 4, "", ""))
+    assert config.QUEUE_ORDER_BACKPORTED is True
+    channel = fake_channel(["low_priority", "high_priority", "celery.pidbox", "default", "high_priority"],
+                           fanout=["celery.pidbox"])
+    assert kombu_redis.Channel.active_queues.fget(channel) == ["low_priority", "high_priority", "default"]
+
+
+def test_from_kombu_5_7_nothing_is_changed(load_config):
+    before = kombu_redis.Channel.__dict__["active_queues"]
+    config = load_config((5, 7, 0, "", ""))
+    assert config.QUEUE_ORDER_BACKPORTED is False
+    assert kombu_redis.Channel.__dict__["active_queues"] is before
+
+
+def test_settings_are_unchanged_by_the_additions(load_config):
+    settings = load_config().settings
+    assert [queue.name for queue in settings["task_queues"]] == ["high_priority", "default", "low_priority"]
+    assert settings["broker_transport_options"]["queue_order_strategy"] == "priority"
+    assert settings["worker_prefetch_multiplier"] == 1 and settings["task_acks_late"] is True
+
+
+class FakeRedisChannel:
+    """What _hold_fetches touches of kombu's Redis channel; fetches are counted, not sent."""
+
+    def __init__(self):
+        self.fetches = 0
+        self._in_poll = None
+        self._active_queues = ["high_priority", "default"]
+        self.active_fanout_queues = set()
+        self.qos = SimpleNamespace(can_consume=lambda: True)
+        self._queue_cycle = SimpleNamespace(consume=lambda n: ["high_priority", "default"][:n])
+
+    @property
+    def active_queues(self):
+        return self._active_queues
+
+    def _brpop_start(self, timeout=1):
+        self.fetches += 1
+
+
+def worker_state(channel):
+    timers = []
+    consumer = SimpleNamespace(task_consumer=SimpleNamespace(channel=channel),
+                               timer=SimpleNamespace(call_after=lambda secs, fun: timers.append(secs)))
+    return SimpleNamespace(consumer=consumer), timers
+
+
+def test_hold_stops_fetches_once_lets_one_through_resume_ends_it(load_config):
+    hold_fetches = load_config()._hold_fetches
+    channel = FakeRedisChannel()
+    state, timers = worker_state(channel)
+    reply = hold_fetches(state, "hold", 10.0)
+    assert reply["held"] is True and reply["fetch_order"] == ["high_priority", "default"]
+    assert timers == [10.05]
+    channel._brpop_start()
+    assert channel.fetches == 0
+    hold_fetches(state, "once", 10.0)
+    channel._brpop_start()
+    channel._brpop_start()
+    assert channel.fetches == 1
+    assert hold_fetches(state, "resume", 10.0)["held"] is False
+    channel._brpop_start()
+    assert channel.fetches == 2
+    assert "_brpop_start" not in vars(channel)
+
+
+def test_a_hold_runs_out_by_itself(load_config):
+    hold_fetches = load_config()._hold_fetches
+    channel = FakeRedisChannel()
+    state, _timers = worker_state(channel)
+    hold_fetches(state, "hold", 0.05)
+    channel._brpop_start()
+    assert channel.fetches == 0
+    time.sleep(0.06)
+    assert hold_fetches(state, "status", 0)["held"] is False
+    channel._brpop_start()
+    assert channel.fetches == 1
+
+
+def test_a_second_hold_extends_the_first(load_config):
+    hold_fetches = load_config()._hold_fetches
+    channel = FakeRedisChannel()
+    state, _timers = worker_state(channel)
+    hold_fetches(state, "hold", 0.05)
+    hold_fetches(state, "hold", 10.0)
+    time.sleep(0.06)
+    channel._brpop_start()
+    assert channel.fetches == 0
+
+
+def test_unknown_mode_and_other_brokers_answer_with_an_error(load_config):
+    hold_fetches = load_config()._hold_fetches
+    state, _timers = worker_state(FakeRedisChannel())
+    assert hold_fetches(state, "pause", 1.0) == {"error": "unknown mode 'pause': use status, hold, once or resume"}
+    other, _timers = worker_state(SimpleNamespace())
+    assert "not Redis" in hold_fetches(other, "hold", 1.0)["error"]
