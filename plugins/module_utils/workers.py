@@ -1,0 +1,91 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Celery's workers, as the modules reach them: remote control over the broker, through a bare
+Celery app that knows only the broker. No app code is needed, so it works from the managed host
+whatever the app's modules, images or producers are."""
+
+from __future__ import annotations
+
+import traceback
+from urllib.parse import quote
+
+from ansible.module_utils.basic import missing_required_lib
+
+CELERY_IMPORT_ERROR = None
+try:
+    from celery import Celery
+except ImportError:
+    CELERY_IMPORT_ERROR = traceback.format_exc()
+
+
+class WorkerError(Exception):
+    """A problem reaching or commanding workers, with a message safe to show. `errors` maps each
+    node that answered with an error to that error."""
+
+    def __init__(self, message, errors=None):
+        super().__init__(message)
+        self.errors = errors or {}
+
+
+def kombu_url(target):
+    """The broker as a kombu URL, with the password from broker_password if one was given apart."""
+    userinfo = ""
+    if target.password:
+        userinfo = f"{quote(target.username or '', safe='')}:{quote(target.password, safe='')}@"
+    elif target.username:
+        userinfo = f"{quote(target.username, safe='')}@"
+    return ";".join(f"{target.scheme}://{userinfo}{host}:{port}/{target.db}" for host, port in target.hosts)
+
+
+def control_app(module, target):
+    """A Celery app for remote control on the module's broker; fails the module if Celery is missing."""
+    if CELERY_IMPORT_ERROR:
+        module.fail_json(msg=missing_required_lib("celery"), exception=CELERY_IMPORT_ERROR)
+    params = module.params
+    app = Celery("pilito_priority_queue", set_as_current=False)
+    options = {}
+    if target.master:
+        options["master_name"] = target.master
+        if target.password:
+            options["sentinel_kwargs"] = {"password": target.password}
+    if params.get("broker_key_prefix"):
+        options["global_keyprefix"] = params["broker_key_prefix"]
+    app.conf.update(
+        broker_url=kombu_url(target),
+        broker_transport_options=options,
+        broker_connection_timeout=params["broker_timeout"],
+        broker_connection_retry=False,
+        broker_connection_max_retries=0,
+    )
+    if target.ssl:
+        import ssl
+
+        app.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return app
+
+
+def active_queues(app, timeout):
+    """Every worker that answers within timeout -> the queues it consumes, in its own order."""
+    replies = app.control.inspect(timeout=timeout).active_queues() or {}
+    return {node: [queue["name"] for queue in queues or []] for node, queues in replies.items()}
+
+
+def command(app, name, nodes, timeout, **arguments):
+    """Send a control command to these nodes. Returns {node: reply}; raises WorkerError naming the
+    nodes that did not answer or answered with an error."""
+    nodes = sorted(nodes)
+    if not nodes:
+        return {}
+    replies = app.control.broadcast(name, arguments=arguments, destination=nodes, reply=True,
+                                    timeout=timeout, limit=len(nodes))
+    answers = {node: reply for item in replies or [] for node, reply in item.items()}
+    silent = [node for node in nodes if node not in answers]
+    if silent:
+        raise WorkerError(f"no answer to {name} within {timeout} s from {', '.join(silent)}")
+    errors = {node: reply["error"] for node, reply in answers.items()
+              if isinstance(reply, dict) and "error" in reply}
+    if errors:
+        raise WorkerError("; ".join(f"{node} answered {name} with: {error}" for node, error in sorted(errors.items())),
+                          errors)
+    return answers
