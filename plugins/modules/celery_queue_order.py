@@ -49,7 +49,10 @@ options:
     type: float
     default: 2.0
   fetch_timeout:
-    description: Seconds a worker that was let take one message may take to take a probe.
+    description:
+      - Seconds a worker may take to take every probe, one message at a time. Real work that waits at the head
+        of an earlier queue is taken first, as it should be; a worker that does not reach every probe in time is
+        judged by its own report instead, with a warning.
     type: float
     default: 5.0
   hold_seconds:
@@ -152,6 +155,7 @@ from ansible_collections.pilito.priority_queue.plugins.module_utils.workers impo
 
 CONTROL = "priority_queue_fetch"
 POLL_SECONDS = 0.002
+MAX_FETCHES = 200
 
 
 def in_order(seen, expected):
@@ -212,27 +216,43 @@ class OrderCheck:
             self.client.lrem(queue_key(queue, 0, self.prefix), 1, payload)
 
     def take_in_turn(self, node, held, probes):
-        """Let the worker take one message at a time; return the queues of the probes it took."""
+        """Let the worker take one message at a time; return the queues of the probes in the order it
+        took them. Probes wait at the head of their lists, so real work that arrives meanwhile (at the
+        tails) never changes that order, though the worker may take some of it first, rightly: a
+        message of an earlier queue before a later queue's probe."""
         taken = []
         waiting = set(probes)
+        deadline = time.monotonic() + self.params["fetch_timeout"]
+        fetches = 0
         while waiting:
+            if fetches >= MAX_FETCHES or time.monotonic() > deadline:
+                return taken, None, (f"{node} took {fetches} messages in {self.params['fetch_timeout']} s, "
+                                     f"not yet every probe")
             self.control(held, "hold")  # renews the hold of every consumer
             self.control([node], "once")
-            deadline = time.monotonic() + self.params["fetch_timeout"]
-            while True:
-                now_waiting = self.still_waiting({queue: probes[queue] for queue in waiting})
-                gone = waiting - now_waiting
-                if gone:
-                    break
-                if time.monotonic() > deadline:
-                    return taken, f"{node} took no probe within {self.params['fetch_timeout']} s of being let fetch"
-                time.sleep(POLL_SECONDS)
+            fetches += 1
+            gone = self.wait_for_the_fetch(node, probes, waiting, deadline)
             if len(gone) > 1:
                 return taken, (f"probes on {', '.join(sorted(gone))} went at once while only {node} could fetch: "
-                               f"a worker that was not held consumes these queues")
-            taken.append(gone.pop())
-            waiting = now_waiting
-        return taken, None
+                               f"a worker that was not held consumes these queues"), None
+            taken.extend(gone)
+            waiting -= gone
+        return taken, None, None
+
+    def wait_for_the_fetch(self, node, probes, waiting, deadline):
+        """The probes gone once the worker's one fetch is done (none when it took other work)."""
+        next_status = time.monotonic() + 0.05
+        while True:
+            gone = waiting - self.still_waiting({queue: probes[queue] for queue in waiting})
+            if gone or time.monotonic() > deadline:
+                return gone
+            if time.monotonic() >= next_status:
+                status = self.control([node], "status")[node]
+                if not status["once_pending"] and not status["in_flight"]:
+                    # Its fetch returned something else; a probe taken at that very moment shows now.
+                    return waiting - self.still_waiting({queue: probes[queue] for queue in waiting})
+                next_status = time.monotonic() + 0.05
+            time.sleep(POLL_SECONDS)
 
     def check_pool(self, pool, queues, consumers):
         nodes = sorted(node for node in consumers if node.startswith(pool + "@"))
@@ -248,22 +268,25 @@ class OrderCheck:
             self.control(held, "hold")
             self.wait_for_fetches_in_flight(held)
             for node in nodes:
+                busy = None
                 status = self.control([node], "status")[node]
                 worker = dict(taken=[], fetch_order=in_order(status["fetch_order"], queues), checked_by="fetch")
                 result["workers"][node] = worker
                 if status["can_fetch"]:
                     probes = self.push_probes(queues)
-                    worker["taken"], problem = self.take_in_turn(node, held, probes)
+                    worker["taken"], problem, busy = self.take_in_turn(node, held, probes)
                     self.remove(probes)
                     probes = {}
                     if problem:
                         problems.append(f"pool {pool}: {problem}")
                         continue
-                    seen = worker["taken"]
+                taken = worker["taken"]
+                if (status["can_fetch"] and not busy) or taken != queues[:len(taken)]:
+                    seen = taken  # every probe taken, or already out of order
                 else:
                     worker["checked_by"] = "report"
                     seen = worker["fetch_order"]
-                    self.module.warn(f"{node}: its processes were busy, so its order is its own report "
+                    self.module.warn(f"{node}: {busy or 'its processes were busy'}, so its order is its own report "
                                      f"({', '.join(seen)}), not a fetch")
                 if seen != queues:
                     verb = "took" if worker["checked_by"] == "fetch" else "asks for"

@@ -241,6 +241,24 @@ def control_app(redis_server):
     return Celery("test", broker=redis_server.url(0), set_as_current=False)
 
 
+def test_work_waiting_on_an_earlier_queue_is_taken_first_and_the_check_holds(redis_server, redis_client, workers):
+    """Real tasks that arrive while the check runs wait behind its probes; the worker rightly takes
+    those of an earlier queue before the next queue's probe."""
+    workers("celery_worker@w1", QUEUES, seed=2)
+    control_app(redis_server).control.broadcast(
+        "priority_queue_fetch", arguments={"mode": "hold", "seconds": 30.0}, destination=["celery_worker@w1"],
+        reply=True, timeout=2)
+    time.sleep(1.2)  # a fetch in flight when the hold began has ended
+    for queue in ("low_priority", "default", "default", "high_priority", "high_priority"):
+        redis_client.lpush(queue, record_message(queue))
+    result = run_module("celery_queue_order", dict(broker_url=redis_server.url(0), pools=POOLS))
+    assert not result.get("failed"), result.get("msg")
+    assert result["pools"]["celery_worker"]["workers"]["celery_worker@w1"]["taken"] == QUEUES
+    wait_until(lambda: redis_client.llen("started") == 5, "the real tasks run", timeout=10)
+    assert [q.decode() for q in redis_client.lrange("started", 0, -1)] == [
+        "high_priority", "high_priority", "default", "default", "low_priority"]
+
+
 def test_busy_worker_is_checked_by_its_own_report(redis_server, redis_client, workers):
     workers("celery_worker@busy", QUEUES, seed=3, concurrency=1)
     redis_client.lpush("low_priority", task_message("low_priority", "orderapp.sleep", [20]))
