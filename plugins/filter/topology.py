@@ -20,15 +20,48 @@ def memory_bytes(value):
     return int(float(match.group(1)) * MEMORY_UNITS[match.group(2).lower()])
 
 
-def effective_pools(pools, phases, phase):
-    """Each pool with its scale phase preset applied, as a list sorted by name."""
-    preset = (phases or {}).get(phase, (phases or {}).get(str(phase), {})) or {}
+POOL_FIELDS = ("name", "queues", "concurrency", "memory", "replicas", "autoscale", "phases")
+PHASE_FIELDS = ("concurrency", "memory", "replicas", "autoscale")
+
+
+def phase_number(value):
+    """A scale phase as a whole number, whether it came from YAML (2) or the command line ("2");
+    None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def _pool_phases(pool):
+    """The pool's phase presets keyed by phase number (keys that are not numbers are left out)."""
+    phases = pool.get("phases") if isinstance(pool, dict) else None
+    if not isinstance(phases, dict):
+        return {}
+    return {phase_number(key): value for key, value in phases.items() if phase_number(key) is not None}
+
+
+def _pool_list(pools):
+    return [pool for pool in pools if isinstance(pool, dict)] if isinstance(pools, list) else []
+
+
+def scale_phases(pools):
+    """Every phase the topology knows: 1 (the pools as declared) and each phase a pool has presets for."""
+    return sorted({1}.union(*(_pool_phases(pool) for pool in _pool_list(pools))))
+
+
+def effective_pools(pools, phase=1):
+    """Each pool with its preset for the scale phase applied, as a list sorted by name."""
+    number = phase_number(phase)
     result = []
-    for name in sorted(pools or {}):
-        pool = dict(name=name, replicas=1, autoscale="")
-        pool.update(pools[name] or {})
-        pool.update(preset.get(name, {}) or {})
-        result.append(pool)
+    for pool in sorted(_pool_list(pools), key=lambda item: str(item.get("name"))):
+        effective = dict(replicas=1, autoscale="")
+        effective.update({key: value for key, value in pool.items() if key != "phases" and value is not None})
+        effective.update(_pool_phases(pool).get(number) or {})
+        result.append(effective)
     return result
 
 
@@ -36,7 +69,33 @@ def _is_positive_int(value):
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def topology_errors(queues, default_queue, routes, rate_limits, pools, phases, phase):
+def _phase_errors(pools, phase):
+    errors = []
+    number = phase_number(phase)
+    known = scale_phases(pools)
+    if number is None:
+        errors.append(f"priority_queue_scale_phase must be a whole number, got {phase!r}")
+    elif number not in known:
+        errors.append(f"priority_queue_scale_phase {number}: no pool in priority_queue_pools has presets for "
+                      f"phase {number} (phases known: {', '.join(map(str, known))}); add them under a pool's "
+                      f"phases, e.g. phases: {{{number}: {{replicas: 2}}}}")
+    for pool in _pool_list(pools):
+        where = f"priority_queue_pools[{pool.get('name')!r}].phases"
+        phases = pool.get("phases")
+        if phases is None:
+            continue
+        if not isinstance(phases, dict):
+            errors.append(f"{where} must map a phase number to presets, got {phases!r}")
+            continue
+        for key, preset in phases.items():
+            if phase_number(key) is None or phase_number(key) < 1:
+                errors.append(f"{where}: {key!r} is not a phase number (1, 2, 3 ...)")
+            elif not isinstance(preset, dict) or set(preset) - set(PHASE_FIELDS):
+                errors.append(f"{where}[{key}] may set {', '.join(PHASE_FIELDS)}; got {preset!r}")
+    return errors
+
+
+def topology_errors(queues, default_queue, routes, rate_limits, pools, phase, latency_queue=None):
     """Every problem with the topology, each naming the variable; empty when it is sound."""
     errors = []
     queues = queues if isinstance(queues, list) else []
@@ -49,6 +108,8 @@ def topology_errors(queues, default_queue, routes, rate_limits, pools, phases, p
             errors.append(f"priority_queue_queues: {queue!r} is not a valid queue name (letters, digits, _ . : -)")
     if default_queue not in queues:
         errors.append(f"priority_queue_default_queue {default_queue!r} is not one of priority_queue_queues {queues}")
+    if latency_queue is not None and latency_queue not in queues:
+        errors.append(f"priority_queue_latency_queue {latency_queue!r} is not one of priority_queue_queues {queues}")
     for pattern, queue in (routes or {}).items():
         if queue not in queues:
             errors.append(f"priority_queue_routes[{pattern!r}] routes to {queue!r}, which is not in "
@@ -56,22 +117,26 @@ def topology_errors(queues, default_queue, routes, rate_limits, pools, phases, p
     for task, limit in (rate_limits or {}).items():
         if not re.match(r"^\d+(\.\d+)?(/[smh])?$", str(limit)):
             errors.append(f"priority_queue_rate_limits[{task!r}] is {limit!r}; use Celery's form, e.g. '30/m'")
-    if not pools:
-        errors.append("priority_queue_pools must declare at least one worker pool")
-    phase_names = [str(name) for name in (phases or {})]
-    if str(phase) not in phase_names:
-        errors.append(f"priority_queue_scale_phase {phase!r} is not one of priority_queue_scale_phases "
-                      f"({', '.join(phase_names)})")
-    for preset_phase, preset in (phases or {}).items():
-        for name in preset or {}:
-            if name not in (pools or {}):
-                errors.append(f"priority_queue_scale_phases[{preset_phase}] names pool {name!r}, "
-                              f"which is not in priority_queue_pools")
+    if not isinstance(pools, list) or not pools:
+        errors.append("priority_queue_pools must be a list of at least one worker pool "
+                      "(each with name, queues, concurrency and memory)")
+        pools = []
+    for index, pool in enumerate(pools):
+        if not isinstance(pool, dict):
+            errors.append(f"priority_queue_pools[{index}] must be a pool (name, queues, concurrency, memory), "
+                          f"got {pool!r}")
+        elif set(pool) - set(POOL_FIELDS):
+            errors.append(f"priority_queue_pools[{pool.get('name', index)!r}] has unknown settings "
+                          f"{', '.join(sorted(set(pool) - set(POOL_FIELDS)))}; known: {', '.join(POOL_FIELDS)}")
+    names = [pool.get("name") for pool in _pool_list(pools)]
+    for name in sorted({str(n) for n in names if names.count(n) > 1}):
+        errors.append(f"priority_queue_pools names the pool {name!r} more than once")
+    errors.extend(_phase_errors(pools, phase))
     consumed = set()
-    for pool in effective_pools(pools, phases, phase):
-        name = pool["name"]
+    for pool in effective_pools(pools, phase):
+        name = pool.get("name")
         where = f"priority_queue_pools[{name!r}]"
-        if not re.match(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$", name):
+        if not isinstance(name, str) or not re.match(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$", name):
             errors.append(f"{where}: {name!r} is not a valid compose service name")
         pool_queues = pool.get("queues")
         if not pool_queues or not isinstance(pool_queues, list):
@@ -100,6 +165,33 @@ def topology_errors(queues, default_queue, routes, rate_limits, pools, phases, p
     return errors
 
 
+DOCKER_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b)\s*$", re.IGNORECASE)
+DOCKER_UNITS = {"b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3, "tb": 1000 ** 4,
+                "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3, "tib": 1024 ** 4}
+
+
+def memory_in_use_mb(usages):
+    """MiB in use by containers, from `docker stats` MemUsage values ("136.6MiB / 512MiB")."""
+    total = 0
+    for usage in usages or []:
+        match = DOCKER_SIZE.match(str(usage).split("/", 1)[0])
+        if match:
+            total += float(match.group(1)) * DOCKER_UNITS[match.group(2).lower()]
+    return round(total / 1048576)
+
+
+def memory_shortfall_mb(pools, available_mb, workers_in_use_mb=0):
+    """MiB the pools' limits exceed what the host could give them, 0 when they fit. The workers
+    running now are replaced (or kept) by the deploy, so the memory they use counts as theirs."""
+    needed = pool_memory_bytes(pools) / 1048576
+    return max(0, round(needed - int(available_mb) - int(workers_in_use_mb)))
+
+
+def pick(mapping, keys):
+    """The mapping with only these keys (those it has)."""
+    return {key: mapping[key] for key in keys if key in mapping}
+
+
 def pool_memory_bytes(pools):
     """Memory the pools may take together: each limit times its replicas."""
     return sum((memory_bytes(pool.get("memory")) or 0) * int(pool.get("replicas", 1)) for pool in pools)
@@ -109,7 +201,11 @@ class FilterModule:
     def filters(self):
         return {
             "effective_pools": effective_pools,
+            "scale_phases": scale_phases,
             "topology_errors": topology_errors,
             "pool_memory_bytes": pool_memory_bytes,
+            "pick": pick,
             "memory_bytes": memory_bytes,
+            "memory_in_use_mb": memory_in_use_mb,
+            "memory_shortfall_mb": memory_shortfall_mb,
         }

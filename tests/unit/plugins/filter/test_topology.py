@@ -5,24 +5,32 @@ import pytest
 from ansible_collections.pilito.priority_queue.plugins.filter.topology import (
     effective_pools,
     memory_bytes,
+    memory_in_use_mb,
+    memory_shortfall_mb,
     pool_memory_bytes,
+    scale_phases,
     topology_errors,
 )
 
 QUEUES = ["high_priority", "default", "low_priority"]
 ROUTES = {"chat.tasks.*": "high_priority", "crawler.tasks.crawl_website_task": "low_priority"}
 RATES = {"crawler.tasks.crawl_website_task": "30/m"}
-POOLS = {
-    "celery_ai": {"queues": ["high_priority"], "concurrency": 2, "memory": "512m", "replicas": 1},
-    "celery_worker": {"queues": QUEUES, "concurrency": 4, "memory": "1g", "replicas": 1},
-}
-PHASES = {1: {}, 2: {"celery_ai": {"replicas": 3}, "celery_worker": {"replicas": 2}},
-          3: {"celery_ai": {"replicas": 5, "autoscale": "10,2"}, "celery_worker": {"replicas": 3}}}
+POOLS = [
+    {"name": "celery_ai", "queues": ["high_priority"], "concurrency": 2, "memory": "512m",
+     "phases": {2: {"replicas": 3}, 3: {"replicas": 5, "autoscale": "10,2"}}},
+    {"name": "celery_worker", "queues": QUEUES, "concurrency": 4, "memory": "1g",
+     "phases": {2: {"replicas": 2}, 3: {"replicas": 3}}},
+]
+
+
+def pools_with(pool_name, **changes):
+    pools = copy.deepcopy(POOLS)
+    next(pool for pool in pools if pool["name"] == pool_name).update(changes)
+    return pools
 
 
 def errors(queues=None, **changes):
-    args = dict(default_queue="default", routes=ROUTES, rate_limits=RATES,
-                pools=copy.deepcopy(POOLS), phases=PHASES, phase=1)
+    args = dict(default_queue="default", routes=ROUTES, rate_limits=RATES, pools=copy.deepcopy(POOLS), phase=1)
     args.update(changes)
     return topology_errors(QUEUES if queues is None else queues, **args)
 
@@ -34,10 +42,31 @@ def test_the_runbook_topology_is_sound():
 
 
 def test_phases_are_presets_over_the_pools():
-    pools = {pool["name"]: pool for pool in effective_pools(POOLS, PHASES, 3)}
+    pools = {pool["name"]: pool for pool in effective_pools(POOLS, 3)}
     assert pools["celery_ai"]["replicas"] == 5 and pools["celery_ai"]["autoscale"] == "10,2"
     assert pools["celery_worker"]["replicas"] == 3 and pools["celery_worker"]["concurrency"] == 4
-    assert [p["replicas"] for p in effective_pools(POOLS, PHASES, 1)] == [1, 1]
+    assert [p["replicas"] for p in effective_pools(POOLS, 1)] == [1, 1]
+    assert "phases" not in pools["celery_ai"]
+
+
+def test_a_phase_from_the_command_line_applies_its_presets():
+    """-e priority_queue_scale_phase=2 arrives as the string "2"."""
+    assert [p["replicas"] for p in effective_pools(POOLS, "2")] == [3, 2]
+    assert scale_phases(POOLS) == [1, 2, 3]
+
+
+def test_pools_of_their_own_names_need_no_phases():
+    pools = [{"name": "fast", "queues": ["high_priority"], "concurrency": 1, "memory": "256m"},
+             {"name": "general", "queues": QUEUES, "concurrency": 2, "memory": "512m"}]
+    assert errors(pools=pools) == []
+    assert [p["replicas"] for p in effective_pools(pools, 1)] == [1, 1]
+
+
+def test_a_phase_no_pool_has_presets_for_is_refused():
+    pools = [{"name": "general", "queues": QUEUES, "concurrency": 2, "memory": "512m"}]
+    assert errors(pools=pools, phase="2") == [
+        "priority_queue_scale_phase 2: no pool in priority_queue_pools has presets for phase 2 (phases known: 1); "
+        "add them under a pool's phases, e.g. phases: {2: {replicas: 2}}"]
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -45,9 +74,17 @@ def test_phases_are_presets_over_the_pools():
     (dict(queues=QUEUES + ["orphan"]), "queue 'orphan' in priority_queue_queues has no consumer"),
     (dict(queues=["default", "default", "high_priority", "low_priority"]), "lists 'default' more than once"),
     (dict(default_queue="celery"), "priority_queue_default_queue 'celery' is not one of"),
-    (dict(phase=4), "priority_queue_scale_phase 4 is not one of priority_queue_scale_phases (1, 2, 3)"),
+    (dict(latency_queue="ai"), "priority_queue_latency_queue 'ai' is not one of"),
+    (dict(phase=4), "priority_queue_scale_phase 4: no pool in priority_queue_pools has presets for phase 4 "
+                    "(phases known: 1, 2, 3)"),
+    (dict(phase="two"), "priority_queue_scale_phase must be a whole number, got 'two'"),
     (dict(rate_limits={"t": "fast"}), "priority_queue_rate_limits['t'] is 'fast'"),
-    (dict(pools={}), "priority_queue_pools must declare at least one worker pool"),
+    (dict(pools=[]), "priority_queue_pools must be a list of at least one worker pool"),
+    (dict(pools={"celery_ai": {}}), "priority_queue_pools must be a list of at least one worker pool"),
+    (dict(pools=POOLS + [POOLS[0]]), "priority_queue_pools names the pool 'celery_ai' more than once"),
+    (dict(pools=pools_with("celery_ai", threads=2)), "priority_queue_pools['celery_ai'] has unknown settings threads"),
+    (dict(pools=pools_with("celery_ai", phases={"x": {}})), "priority_queue_pools['celery_ai'].phases: 'x' is not a"),
+    (dict(pools=pools_with("celery_ai", phases={2: {"queues": []}})), "priority_queue_pools['celery_ai'].phases[2] may"),
 ])
 def test_each_problem_names_its_variable(changes, message):
     assert any(message in error for error in errors(**changes)), errors(**changes)
@@ -64,14 +101,12 @@ def test_each_problem_names_its_variable(changes, message):
     ("autoscale", "2,10", "priority_queue_pools['celery_ai'].autoscale must be 'max,min'"),
 ])
 def test_pool_problems_name_the_pool_and_field(field, value, message):
-    pools = copy.deepcopy(POOLS)
-    pools["celery_ai"][field] = value
+    pools = pools_with("celery_ai", **{field: value})
     assert any(message in error for error in errors(pools=pools)), errors(pools=pools)
 
 
 def test_a_pool_with_an_invalid_service_name_is_named():
-    pools = copy.deepcopy(POOLS)
-    pools["celery ai"] = pools.pop("celery_ai")
+    pools = pools_with("celery_ai", name="celery ai")
     assert any("'celery ai' is not a valid compose service name" in error for error in errors(pools=pools))
 
 
@@ -80,5 +115,18 @@ def test_memory_sizes():
     assert memory_bytes("1g") == 1024 ** 3
     assert memory_bytes("1.5G") == int(1.5 * 1024 ** 3)
     assert memory_bytes("abc") is None
-    pools = effective_pools(POOLS, PHASES, 2)
+    pools = effective_pools(POOLS, 2)
     assert pool_memory_bytes(pools) == 3 * 512 * 1024 ** 2 + 2 * 1024 ** 3
+
+
+def test_memory_in_use_from_docker_stats():
+    assert memory_in_use_mb(["136.6MiB / 512MiB", "1.5GiB / 23.54GiB", "512kB / 1GiB", "?"]) == 137 + 1536
+    assert memory_in_use_mb([]) == 0
+
+
+def test_an_unchanged_redeploy_on_a_busy_host_fits():
+    """The pools (1.5 GiB of limits) already run and use 1 GiB; 700 MiB are free. Compared with free
+    memory alone (the old check) they would be refused; what they use is theirs to keep."""
+    pools = effective_pools(POOLS, 1)
+    assert memory_shortfall_mb(pools, 700) == 1536 - 700
+    assert memory_shortfall_mb(pools, 700, workers_in_use_mb=1024) == 0
