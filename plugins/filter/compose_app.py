@@ -1,0 +1,257 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""What the role reads from the app's own compose files (`docker compose config --format json`):
+how its worker is started, what PYTHONPATH its services need, which service names are taken.
+The app is the user's: only the topology's options change, the rest of its command stays."""
+
+from __future__ import annotations
+
+import shlex
+
+# Worker options the topology decides; everything else in the app's command is kept.
+# Each maps to whether it takes a value.
+TOPOLOGY_OPTIONS = {
+    "-Q": True, "--queues": True, "-X": True, "--exclude-queues": True,
+    "-c": True, "--concurrency": True, "--autoscale": True,
+    "-n": True, "--hostname": True,
+    "--prefetch-multiplier": True,  # the rendered config sets 1; a command-line value would override it
+}
+SHELLS = ("sh", "bash", "/bin/sh", "/bin/bash", "/usr/bin/env sh")
+
+
+class AppCommandError(ValueError):
+    """The worker command cannot be read from the app; the message says what to set."""
+
+
+def compose_argv(project_dir, files):
+    """`docker compose` for the project directory and these compose files, as an argument list."""
+    argv = ["docker", "compose", "--project-directory", project_dir]
+    for name in files or []:
+        argv += ["-f", name if str(name).startswith("/") else f"{project_dir}/{name}"]
+    return argv
+
+
+def app_services(config):
+    """The parts of `docker compose config --format json` the role uses, per service, without the
+    environment's values (they hold secrets) but for PYTHONPATH."""
+    services = {}
+    for name, service in ((config or {}).get("services") or {}).items():
+        environment = service.get("environment") or {}
+        if isinstance(environment, list):  # KEY=value form
+            environment = dict(item.split("=", 1) if "=" in item else (item, None) for item in environment)
+        command = service.get("command")
+        entrypoint = service.get("entrypoint")
+        services[name] = dict(
+            image=service.get("image") or "",
+            build=bool(service.get("build")),
+            command=shlex.split(command) if isinstance(command, str) else list(command or []),
+            entrypoint=shlex.split(entrypoint) if isinstance(entrypoint, str) else list(entrypoint or []),
+            pythonpath=environment.get("PYTHONPATH") or "",
+        )
+    return services
+
+
+def _worker_index(tokens):
+    """Where the `worker` subcommand of a Celery command line is, or None."""
+    for index, token in enumerate(tokens):
+        if token == "worker" and index > 0:
+            before = tokens[:index]
+            if any(t == "celery" or t.endswith("/celery") or t.startswith("celery") for t in before):
+                return index
+    return None
+
+
+def _split_shell(tokens):
+    """(wrapper, inner tokens) for `sh -c "..."` commands, else (None, tokens)."""
+    if len(tokens) == 3 and tokens[0] in SHELLS and tokens[1] == "-c":
+        inner = shlex.split(tokens[2])
+        if inner and inner[0] == "exec":
+            return (tokens[:2], ["exec"]), inner[1:]
+        return (tokens[:2], []), inner
+    return None, tokens
+
+
+def _without_topology_options(options):
+    kept, skip = [], False
+    for token in options:
+        if skip:
+            skip = False
+            continue
+        name = token.split("=", 1)[0]
+        if name in TOPOLOGY_OPTIONS:
+            skip = "=" not in token and TOPOLOGY_OPTIONS[name]
+            continue
+        if len(token) > 2 and token[:2] in ("-Q", "-X", "-c", "-n") and not token.startswith("--"):
+            continue  # attached short form: -Qhigh,low, -c4
+        kept.append(token)
+    return kept
+
+
+def worker_command(command, pool, variable="priority_queue_worker_template_service"):
+    """The pool's worker command: the app's own (its executable, app and other options, e.g. -E),
+    with queues, concurrency or autoscale and node name set by the topology."""
+    wrapper, tokens = _split_shell(list(command or []))
+    index = _worker_index(tokens)
+    if index is None:
+        raise AppCommandError(
+            f"cannot find a Celery worker command in {variable}'s command {shlex.join(command or []) or '(none)'}: "
+            f"set priority_queue_worker_command to the command that starts a worker, e.g. "
+            f"[python3, -m, celery, -A, proj, worker]")
+    options = _without_topology_options(tokens[index + 1:])
+    options += ["--queues", ",".join(pool["queues"])]
+    if pool.get("autoscale"):
+        options += ["--autoscale", str(pool["autoscale"])]
+    else:
+        options += ["--concurrency", str(pool["concurrency"])]
+    options += ["--hostname", f"{pool['name']}@%h"]
+    result = tokens[:index + 1] + options
+    if wrapper:
+        shell, prefix = wrapper
+        return shell + [shlex.join(prefix + result)]
+    return result
+
+
+def celery_prefix(command):
+    """The part of a worker command before `worker` (e.g. python3 -m celery -A proj), which also
+    runs `inspect` and `--version`; a `sh -c` wrapper is dropped."""
+    _wrapper, tokens = _split_shell(list(command or []))
+    index = _worker_index(tokens)
+    if index is None:
+        raise AppCommandError(f"cannot find a Celery worker command in {shlex.join(command or [])}")
+    return tokens[:index]
+
+
+def celery_executable(command):
+    """The prefix without -A/--app and its value: what `--version` can run without the app."""
+    prefix, kept, skip = celery_prefix(command), [], False
+    for token in prefix:
+        if skip:
+            skip = False
+            continue
+        if token in ("-A", "--app"):
+            skip = True
+            continue
+        if token.startswith(("--app=", "-A")) and token not in ("-A",):
+            continue
+        kept.append(token)
+    return kept
+
+
+def joined_pythonpath(config_dir, *paths):
+    """The rendered config's directory first, then the first PYTHONPATH the app already sets."""
+    existing = next((path for path in paths if path), "")
+    return f"{config_dir}:{existing}" if existing and existing != config_dir else config_dir
+
+
+def image_pythonpath(image_env):
+    """PYTHONPATH from an image's Config.Env list."""
+    for item in image_env or []:
+        if item.startswith("PYTHONPATH="):
+            return item.split("=", 1)[1]
+    return ""
+
+
+def image_pythonpaths(results):
+    """Image name -> its PYTHONPATH, from a loop of community.docker.docker_image_info over image
+    names (an image not present yet, e.g. still to be built, gives "")."""
+    paths = {}
+    for result in results or []:
+        images = result.get("images") or [{}]
+        paths[result.get("item")] = image_pythonpath(((images[0] or {}).get("Config") or {}).get("Env"))
+    return paths
+
+
+def running_images(lines):
+    """Service -> {image, id} from `docker inspect` lines "<service> <image name> <image id>"; with
+    several containers of a service, the first."""
+    images = {}
+    for line in lines or []:
+        parts = str(line).split()
+        if len(parts) == 3 and parts[0] not in images:
+            images[parts[0]] = dict(image=parts[1], id=parts[2])
+    return images
+
+
+def images_to_restore(recorded, info_results):
+    """The recorded images whose name now points at another image, and whose recorded image is still
+    on the host: [{image, id}]. info_results: a loop of community.docker.docker_image_info over the
+    recorded names and ids."""
+    found = {}
+    for result in info_results or []:
+        images = result.get("images") or []
+        found[result.get("item")] = (images[0] or {}).get("Id", "") if images else ""
+    restore = []
+    for image, image_id in sorted({(item["image"], item["id"]) for item in (recorded or {}).values()}):
+        if found.get(image, "") != image_id and found.get(image_id):
+            restore.append(dict(image=image, id=image_id))
+    return restore
+
+
+def containers(lines):
+    """[{container, service}] from `docker compose ps --format '{{.ID}} {{.Service}}'` lines."""
+    found = []
+    for line in lines or []:
+        parts = str(line).split()
+        if len(parts) == 2:
+            found.append(dict(container=parts[0], service=parts[1]))
+    return found
+
+
+REPLACING = ("Recreate", "Stop", "Stopping", "Remove", "Removing")
+
+
+def replaced_containers(plan):
+    """[{container, service}] of the running containers a docker_compose_v2 check-mode plan replaces,
+    stops or removes: the workers among them drain first."""
+    names = {action.get("id") for action in (plan or {}).get("actions") or []
+             if action.get("what") == "container" and action.get("status") in REPLACING}
+    return [dict(container=item.get("ID"), service=item.get("Service"))
+            for item in (plan or {}).get("containers") or [] if item.get("Name") in names]
+
+
+def app_errors(services, pools, template, producers, web, broker, db=None, worker_command_override=None):
+    """What in the app's compose files the topology cannot work with, each naming its variable."""
+    errors = []
+    names = set(services or {})
+    listed = ", ".join(sorted(names)) or "none"
+    if template not in names:
+        errors.append(f"priority_queue_worker_template_service {template!r} is not a service of the app's compose "
+                      f"files (services: {listed})")
+    for service in producers or []:
+        if service not in names:
+            errors.append(f"priority_queue_producer_services names {service!r}, which is not a service of the app's "
+                          f"compose files (services: {listed})")
+    for variable, service in (("priority_queue_web_service", web), ("priority_queue_broker_service", broker),
+                              ("priority_queue_db_service", db)):
+        if service and service not in names:
+            errors.append(f"{variable} {service!r} is not a service of the app's compose files (services: {listed})")
+    if template in names and not worker_command_override:
+        try:
+            worker_command(services[template]["command"], dict(name="pool", queues=["q"], concurrency=1))
+        except AppCommandError as exc:
+            errors.append(str(exc))
+    for pool in pools or []:
+        name = pool.get("name")
+        if name != template and name in names:
+            errors.append(f"priority_queue_pools[{name!r}]: {name!r} is already a service of the app's compose files; "
+                          f"the rendered pool would turn it into a Celery worker. Name the pool differently")
+    return errors
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "app_services": app_services,
+            "compose_argv": compose_argv,
+            "worker_command": worker_command,
+            "celery_prefix": celery_prefix,
+            "celery_executable": celery_executable,
+            "joined_pythonpath": joined_pythonpath,
+            "image_pythonpaths": image_pythonpaths,
+            "app_errors": app_errors,
+            "running_images": running_images,
+            "containers": containers,
+            "replaced_containers": replaced_containers,
+            "images_to_restore": images_to_restore,
+        }

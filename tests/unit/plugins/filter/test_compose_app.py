@@ -1,0 +1,156 @@
+import pytest
+
+from ansible_collections.pilito.priority_queue.plugins.filter.compose_app import (
+    AppCommandError,
+    app_errors,
+    app_services,
+    celery_executable,
+    celery_prefix,
+    compose_argv,
+    containers,
+    image_pythonpath,
+    image_pythonpaths,
+    images_to_restore,
+    joined_pythonpath,
+    replaced_containers,
+    running_images,
+    worker_command,
+)
+
+POOL = dict(name="fast", queues=["high", "default"], concurrency=3)
+
+
+@pytest.mark.parametrize("command, expected", [
+    # The demo: its node name and concurrency are replaced, --loglevel kept.
+    (["celery", "-A", "core", "worker", "--loglevel", "INFO", "--concurrency", "2", "--hostname", "w@%h"],
+     ["celery", "-A", "core", "worker", "--loglevel", "INFO"]),
+    # No celery on PATH: the module form, with -E (task events) kept.
+    (["python3", "-m", "celery", "-A", "app.worker", "worker", "-E", "-Q", "celery", "-c4"],
+     ["python3", "-m", "celery", "-A", "app.worker", "worker", "-E"]),
+    # A venv's executable, options in = form, an exclude list and a prefetch that would undo the topology's.
+    (["/venv/bin/celery", "--app=proj", "worker", "--queues=a,b", "-X", "c", "--prefetch-multiplier=4", "-l", "info"],
+     ["/venv/bin/celery", "--app=proj", "worker", "-l", "info"]),
+])
+def test_worker_command_keeps_the_apps_own_and_sets_the_topologys(command, expected):
+    assert worker_command(command, POOL) == expected + ["--queues", "high,default", "--concurrency", "3",
+                                                        "--hostname", "fast@%h"]
+
+
+def test_autoscale_replaces_concurrency():
+    command = worker_command(["celery", "-A", "p", "worker", "-c", "2"], dict(POOL, autoscale="10,2"))
+    assert command[4:] == ["--queues", "high,default", "--autoscale", "10,2", "--hostname", "fast@%h"]
+
+
+def test_a_shell_wrapped_command_keeps_its_shell_and_exec():
+    command = ["sh", "-c", "exec celery -A proj worker --concurrency 8 -E"]
+    assert worker_command(command, POOL) == [
+        "sh", "-c", "exec celery -A proj worker -E --queues high,default --concurrency 3 --hostname fast@%h"]
+
+
+@pytest.mark.parametrize("command", [[], ["./start-worker.sh"], ["celery", "-A", "p", "beat"], ["python", "worker"]])
+def test_a_command_without_a_celery_worker_says_what_to_set(command):
+    with pytest.raises(AppCommandError, match="set priority_queue_worker_command"):
+        worker_command(command, POOL)
+
+
+def test_prefix_and_executable():
+    command = ["python3", "-m", "celery", "-A", "jobs.worker", "worker", "-E"]
+    assert celery_prefix(command) == ["python3", "-m", "celery", "-A", "jobs.worker"]
+    assert celery_executable(command) == ["python3", "-m", "celery"]
+    assert celery_executable(["celery", "--app=x", "worker"]) == ["celery"]
+
+
+def test_the_apps_pythonpath_is_kept_after_the_config_dir():
+    assert joined_pythonpath("/opt/pq", "", "/srv/code") == "/opt/pq:/srv/code"
+    assert joined_pythonpath("/opt/pq", "/app/lib:/app", "/srv/code") == "/opt/pq:/app/lib:/app"
+    assert joined_pythonpath("/opt/pq", "", "") == "/opt/pq"
+    assert image_pythonpath(["PATH=/usr/bin", "PYTHONPATH=/srv/code"]) == "/srv/code"
+
+
+CONFIG = {"services": {
+    "web": {"image": "app:1", "command": "gunicorn app:wsgi", "environment": {"SECRET": "s3cret", "PYTHONPATH": "/x"}},
+    "worker": {"image": "app:1", "command": ["python3", "-m", "celery", "-A", "w", "worker"]},
+    "db": {"image": "postgres", "environment": ["POSTGRES_PASSWORD=pw"]},
+    "redis": {"image": "redis", "build": {"context": "."}},
+}}
+
+
+def test_app_services_drop_environment_values():
+    services = app_services(CONFIG)
+    assert services["web"] == dict(image="app:1", build=False, command=["gunicorn", "app:wsgi"], entrypoint=[],
+                                   pythonpath="/x")
+    assert "s3cret" not in repr(services) and "pw" not in repr(services)
+    assert services["redis"]["build"] is True
+
+
+def errors(**changes):
+    args = dict(services=app_services(CONFIG), pools=[dict(name="worker"), dict(name="fast")], template="worker",
+                producers=["web"], web="web", broker="redis", db="db")
+    args.update(changes)
+    return app_errors(**args)
+
+
+def test_a_sound_app_has_no_errors():
+    assert errors() == []
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(template="celery_worker"), "priority_queue_worker_template_service 'celery_worker' is not a service"),
+    (dict(producers=["web", "beat"]), "priority_queue_producer_services names 'beat', which is not a service"),
+    (dict(broker="broker"), "priority_queue_broker_service 'broker' is not a service"),
+    (dict(pools=[dict(name="worker"), dict(name="db")]),
+     "priority_queue_pools['db']: 'db' is already a service of the app's compose files"),
+    (dict(template="web"), "cannot find a Celery worker command in priority_queue_worker_template_service's command"),
+])
+def test_app_problems_name_their_variable(changes, message):
+    assert any(message in error for error in errors(**changes)), errors(**changes)
+
+
+def test_an_explicit_worker_command_is_not_read_from_the_template():
+    assert errors(template="web", pools=[dict(name="fast")],
+                  worker_command_override=["celery", "-A", "w", "worker"]) == []
+
+
+def test_image_pythonpaths_from_the_image_info_loop():
+    results = [{"item": "app:1", "images": [{"Config": {"Env": ["PYTHONPATH=/srv/code"]}}]},
+               {"item": "app:2", "images": []}]
+    assert image_pythonpaths(results) == {"app:1": "/srv/code", "app:2": ""}
+
+
+def test_compose_argv():
+    assert compose_argv("/srv/my app", ["a.yml", "/etc/b.yml"]) == [
+        "docker", "compose", "--project-directory", "/srv/my app", "-f", "/srv/my app/a.yml", "-f", "/etc/b.yml"]
+
+
+def test_running_images_per_service():
+    lines = ["api app:2 sha256:b", "jobs app:2 sha256:b", "jobs app:2 sha256:b", "queue redis:7 sha256:r", "odd"]
+    assert running_images(lines) == {"api": {"image": "app:2", "id": "sha256:b"},
+                                     "jobs": {"image": "app:2", "id": "sha256:b"},
+                                     "queue": {"image": "redis:7", "id": "sha256:r"}}
+
+
+def test_images_to_restore_are_the_moved_tags_whose_old_image_is_still_here():
+    recorded = {"api": {"image": "app:2", "id": "sha256:old"}, "jobs": {"image": "app:2", "id": "sha256:old"},
+                "queue": {"image": "redis:7", "id": "sha256:r"}, "gone": {"image": "x:1", "id": "sha256:gone"}}
+    info = [{"item": "app:2", "images": [{"Id": "sha256:new"}]}, {"item": "sha256:old", "images": [{"Id": "sha256:old"}]},
+            {"item": "redis:7", "images": [{"Id": "sha256:r"}]}, {"item": "sha256:r", "images": [{"Id": "sha256:r"}]},
+            {"item": "x:1", "images": [{"Id": "sha256:newer"}]}, {"item": "sha256:gone", "images": []}]
+    assert images_to_restore(recorded, info) == [{"image": "app:2", "id": "sha256:old"}]
+
+
+def test_containers_from_compose_ps():
+    assert containers(["a1 web", "b2 celery_ai", "", "c3 x y"]) == [
+        {"container": "a1", "service": "web"}, {"container": "b2", "service": "celery_ai"}]
+
+
+def test_replaced_containers_from_a_compose_plan():
+    plan = {"actions": [{"what": "container", "id": "p-celery_worker-1", "status": "Recreate"},
+                        {"what": "container", "id": "p-celery_ai-1", "status": "Create"},
+                        {"what": "network", "id": "p_default", "status": "Recreate"},
+                        {"what": "container", "id": "p-web-1", "status": "Stopping"}],
+            "containers": [{"Name": "p-celery_worker-1", "ID": "w1", "Service": "celery_worker"},
+                           {"Name": "p-web-1", "ID": "x1", "Service": "web"},
+                           {"Name": "p-db-1", "ID": "d1", "Service": "db"}]}
+    assert replaced_containers(plan) == [{"container": "w1", "service": "celery_worker"},
+                                         {"container": "x1", "service": "web"}]
+    assert replaced_containers({}) == []
