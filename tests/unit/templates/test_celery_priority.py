@@ -49,6 +49,37 @@ def test_from_kombu_5_7_nothing_is_changed(load_config):
     assert kombu_redis.Channel.__dict__["active_queues"] is before
 
 
+def test_an_app_configured_in_code_loads_it_with_config_from_object(load_config):
+    from celery import Celery
+
+    app = Celery("plain", broker="redis://broker:6379/0", set_as_current=False)
+    app.config_from_object(load_config())
+    assert app.conf.broker_url == "redis://broker:6379/0"  # the app's own setting stays
+    assert app.conf.task_default_queue == "default"
+    assert [queue.name for queue in app.conf.task_queues] == ["high_priority", "default", "low_priority"]
+    assert app.conf.broker_transport_options["queue_order_strategy"] == "priority"
+    assert app.conf.worker_prefetch_multiplier == 1 and app.conf.task_acks_late is True
+
+
+def test_a_config_module_takes_it_with_a_star_import(load_config, monkeypatch, tmp_path):
+    """celeryconfig.py ending with `from celery_priority import *` gets the settings, and only them."""
+    from celery import Celery
+
+    load_config()
+    (tmp_path / "appconfig.py").write_text(
+        'broker_url = "redis://broker:6379/0"\ntask_default_queue = "jobs"\nresult_expires = 60\n'
+        "try:\n    from celery_priority import *\nexcept ImportError:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("celery_priority", "appconfig"):
+        monkeypatch.delitem(__import__("sys").modules, name, raising=False)
+    app = Celery("configured", set_as_current=False)
+    app.config_from_object("appconfig")
+    assert app.conf.task_default_queue == "default" and app.conf.result_expires == 60
+    assert app.conf.task_acks_late is True
+    config = __import__("appconfig")
+    assert not hasattr(config, "Queue") and not hasattr(config, "QUEUE_ORDER_BACKPORTED")
+
+
 def test_settings_are_unchanged_by_the_additions(load_config):
     settings = load_config().settings
     assert [queue.name for queue in settings["task_queues"]] == ["high_priority", "default", "low_priority"]
