@@ -65,10 +65,42 @@ def control_app(module, target):
     return app
 
 
-def active_queues(app, timeout):
+def pool_of(node):
+    """The pool a node belongs to: rendered pools are named <pool>@<host>."""
+    return node.split("@", 1)[0]
+
+
+def safe_error(exc, target):
+    """An exception as text without the broker password, should a client library echo it."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text.replace(target.password, "********") if target.password else text
+
+
+def ask(app, name, timeout, nodes=None, limit=None, **arguments):
+    """Send a remote-control or inspect command; return {node: reply} of every worker that answered
+    within timeout (all workers when nodes is None; the call returns early after `limit` replies)."""
+    if nodes is not None:
+        nodes = sorted(nodes)
+        if not nodes:
+            return {}
+        limit = len(nodes)
+    replies = app.control.broadcast(name, arguments=arguments, destination=nodes, reply=True,
+                                    timeout=timeout, limit=limit)
+    return {node: reply for item in replies or [] for node, reply in item.items()}
+
+
+def active_queues(app, timeout, nodes=None, limit=None):
     """Every worker that answers within timeout -> the queues it consumes, in its own order."""
-    replies = app.control.inspect(timeout=timeout).active_queues() or {}
-    return {node: [queue["name"] for queue in queues or []] for node, queues in replies.items()}
+    replies = ask(app, "active_queues", timeout, nodes=nodes, limit=limit)
+    return {node: [queue["name"] for queue in queues or []] for node, queues in replies.items()
+            if isinstance(queues, list)}
+
+
+def nodes_on_hosts(app, hostnames, timeout):
+    """Worker nodes (name@host) whose host part is one of these host names (container host names)."""
+    wanted = set(hostnames)
+    answered = ask(app, "ping", timeout)
+    return sorted(node for node in answered if node.split("@", 1)[-1] in wanted)
 
 
 def command(app, name, nodes, timeout, **arguments):
@@ -77,9 +109,7 @@ def command(app, name, nodes, timeout, **arguments):
     nodes = sorted(nodes)
     if not nodes:
         return {}
-    replies = app.control.broadcast(name, arguments=arguments, destination=nodes, reply=True,
-                                    timeout=timeout, limit=len(nodes))
-    answers = {node: reply for item in replies or [] for node, reply in item.items()}
+    answers = ask(app, name, timeout, nodes=nodes, **arguments)
     silent = [node for node in nodes if node not in answers]
     if silent:
         raise WorkerError(f"no answer to {name} within {timeout} s from {', '.join(silent)}")
