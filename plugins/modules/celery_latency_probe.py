@@ -13,7 +13,8 @@ description:
     queue on a Redis broker, one after another, and times each until a worker takes it off the queue (the
     pickup latency). No app code is needed.
   - With O(result_backend_url), also times each probe until its result is stored (done), and deletes the
-    results afterwards.
+    results afterwards. Without it, probes ask the worker to store no result, so nothing is left behind even
+    where the app has a result backend.
   - Returns every sample with p50, p95, p99 and max. Optionally fails when a percentile is above a threshold.
   - The number of probes and the total time are bounded. A probe no worker takes within O(probe_timeout) is
     removed from the queue again, and the module fails saying so.
@@ -53,9 +54,12 @@ options:
     type: float
     default: 300
   poll_interval:
-    description: Seconds between checks whether a probe was taken; the resolution of the measurement.
+    description:
+      - Seconds between the first checks whether a probe was taken: the finest resolution of the measurement.
+      - The interval grows with the time the probe has waited (2% of it, at most 50 ms), so a probe that waits
+        long scans the broker's list a few dozen times a second at most, not thousands.
     type: float
-    default: 0.0005
+    default: 0.001
   result_backend_url:
     description:
       - The app's Redis result backend (Celery's C(result_backend)), to time probes until done. Only
@@ -169,10 +173,19 @@ def result_client(url, timeout):
                        ssl=target.ssl, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
+MAX_POLL_SECONDS = 0.05
+
+
+def poll_pause(poll_interval, waited):
+    """Seconds to wait before the next check: fine at first, coarser the longer a probe waits."""
+    return min(max(poll_interval, waited * 0.02), max(poll_interval, MAX_POLL_SECONDS))
+
+
 def probe_once(client, key, queue, probe_timeout, poll_interval, results=None):
     """Publish one probe; return (pickup seconds, done seconds or None), or None if no worker took it."""
     task_id = f"pilito-probe-{uuid.uuid4()}"
-    payload = json.dumps(probe_message(queue, task_id, str(uuid.uuid4()), origin="pilito-latency-probe"))
+    payload = json.dumps(probe_message(queue, task_id, str(uuid.uuid4()), origin="pilito-latency-probe",
+                                       ignore_result=results is None))
     started = time.monotonic()
     client.lpush(key, payload)
     deadline = started + probe_timeout
@@ -181,7 +194,7 @@ def probe_once(client, key, queue, probe_timeout, poll_interval, results=None):
             if client.lrem(key, 1, payload):
                 return None
             break  # taken in the very last moment
-        time.sleep(poll_interval)
+        time.sleep(poll_pause(poll_interval, time.monotonic() - started))
     pickup = time.monotonic() - started
     done = None
     if results is not None:
@@ -191,7 +204,7 @@ def probe_once(client, key, queue, probe_timeout, poll_interval, results=None):
             if meta and json.loads(meta).get("status") in ("SUCCESS", "FAILURE"):
                 done = time.monotonic() - started
                 break
-            time.sleep(poll_interval)
+            time.sleep(poll_pause(poll_interval, time.monotonic() - started))
         results.delete(meta_key)
     return pickup, done
 
@@ -204,7 +217,7 @@ def main():
         interval=dict(type="float", default=0.05),
         probe_timeout=dict(type="float", default=30),
         max_seconds=dict(type="float", default=300),
-        poll_interval=dict(type="float", default=0.0005),
+        poll_interval=dict(type="float", default=0.001),
         result_backend_url=dict(type="str", no_log=True),
         threshold_seconds=dict(type="float"),
         threshold_percentile=dict(type="str", default="p95", choices=["p50", "p95", "p99", "max"]),

@@ -77,6 +77,26 @@ def test_check_mode_sends_nothing(redis_server, redis_client):
     assert redis_client.llen("nobody_consumes_this") == 0
 
 
+def test_without_a_result_backend_no_result_is_left_behind(redis_server, redis_client, worker):
+    """The worker's app has a result backend (db 1); the module is not told of it."""
+    result = run_module("celery_latency_probe", dict(broker_url=redis_server.url(0), queue="high_priority", count=5))
+    assert not result.get("failed"), result.get("msg")
+    time.sleep(0.5)  # a result would be stored right after the probe ran
+    assert redis_server.client(1).keys("celery-task-meta-*") == []
+
+
+def test_a_long_wait_scans_the_queue_a_few_dozen_times_a_second(redis_server, redis_client):
+    def lpos_calls():
+        return int(redis_client.info("commandstats").get("cmdstat_lpos", {}).get("calls", 0))
+
+    before = lpos_calls()
+    result = run_module("celery_latency_probe", dict(
+        broker_url=redis_server.url(0), queue="nobody_consumes_this", count=1, probe_timeout=2))
+    assert result["failed"] is True
+    calls = lpos_calls() - before
+    assert calls < 150, f"{calls} LPOS scans in a 2 s wait"
+
+
 def test_count_is_bounded(redis_server):
     result = run_module("celery_latency_probe", dict(broker_url=redis_server.url(0), queue="q", count=0))
     assert result["failed"] is True

@@ -4,7 +4,11 @@ import json
 import pytest
 
 from ansible_collections.pilito.priority_queue.plugins.module_utils.broker import probe_message
-from ansible_collections.pilito.priority_queue.plugins.modules.celery_latency_probe import percentile, summarise
+from ansible_collections.pilito.priority_queue.plugins.modules.celery_latency_probe import (
+    percentile,
+    poll_pause,
+    summarise,
+)
 
 
 @pytest.mark.parametrize("fraction, expected", [(0.5, 5), (0.95, 10), (0.99, 10), (0.1, 1), (0.11, 2)])
@@ -30,3 +34,10 @@ def test_probe_is_a_celery_protocol_2_accumulate_message():
     assert (args, kwargs) == (["task-1"], {})
     assert set(embed) == {"callbacks", "errbacks", "chain", "chord"}
     json.dumps(message)  # what is pushed to Redis
+
+
+def test_polls_are_fine_at_first_and_coarser_with_the_wait():
+    assert poll_pause(0.001, 0.0) == 0.001
+    assert poll_pause(0.001, 0.5) == 0.01
+    assert poll_pause(0.001, 30.0) == 0.05
+    assert poll_pause(0.2, 30.0) == 0.2  # a coarser resolution asked for is kept
