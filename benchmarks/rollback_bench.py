@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -136,6 +137,29 @@ def queue_page_backlog(port, prefix, count):
     return ids
 
 
+def push_release(app_dir):
+    """A new app revision on the checkout's origin: the deploy pulls it, and plan B must stop the
+    pools before it checks the old revision out again (the checkout rewrites .gitignore)."""
+    origin = subprocess.run(["git", "-C", app_dir, "remote", "get-url", "origin"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    with tempfile.TemporaryDirectory() as clone:
+        git = ["git", "-C", clone, "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+        subprocess.run(["git", "clone", "-q", origin, clone], check=True)
+        with open(f"{clone}/.gitignore", "a", encoding="utf-8") as ignore:
+            ignore.write(f"# release {int(time.time())}\n")
+        subprocess.run(git + ["commit", "-q", "-am", "A release after the first deploy"], check=True)
+        subprocess.run(git + ["push", "-q", "origin", "HEAD:main"], check=True)
+
+
+def pools_stopped(since_ns, until_ns, project="pilito-demo", pools=("celery_ai", "celery_worker")):
+    """When the pools' containers stopped (docker events, ns) between the two times."""
+    out = subprocess.run(["docker", "events", "--since", f"{since_ns / 1e9:.3f}", "--until", f"{until_ns / 1e9:.3f}",
+                          "--filter", "event=die", "--filter", f"label=com.docker.compose.project={project}",
+                          "--format", '{{.TimeNano}} {{index .Actor.Attributes "com.docker.compose.service"}}'],
+                         capture_output=True, text=True, check=True).stdout.split("\n")
+    return sorted(int(line.split()[0]) for line in out if line.strip() and line.split()[1] in pools)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--inventory", default=str(ROOT / "inventories/local"))
@@ -161,12 +185,16 @@ def main():
         print(f"{tags or name:12} {seconds:6.1f} s  changed={stats['changed']}", file=sys.stderr, flush=True)
         return results
 
+    push_release(args.app_dir)
     step("deploy")
     step("rollback", "plan_a")
     step("rollback", "plan_a")
     step("deploy")
     backlog = queue_page_backlog(port, run_id + "-backlog", args.backlog)
+    plan_b_started = time.time_ns()
     moved = moved_by_plan_b(step("rollback", "plan_b"))
+    plan_b_order = dict(pools_stopped_ns=pools_stopped(plan_b_started, time.time_ns()),
+                        code_checked_out_ns=os.stat(f"{args.app_dir}/.gitignore").st_mtime_ns)
     step("rollback", "plan_b")
     step("deploy")
     step("rollback", "plan_c")
@@ -190,6 +218,7 @@ def main():
                       retried=sorted(producer.retried), routed_to=producer.queues),
         backlog_before_plan_b=len(backlog),
         moved_by_plan_b=moved,
+        plan_b_order=plan_b_order,
         plan_c_full_messages=dict(saved=saved, restored=restored),
         tasks_expected=len(expected),
         ran_once=sum(1 for task_id in expected if runs.get(task_id) == 1),

@@ -3,7 +3,7 @@
 # from images, its folder holding only docker-compose.yml and .env (no git checkout).
 #   plain_app.sh prepare   remove any earlier one, build the images, write the folder and its .env
 #   plain_app.sh up        prepare, then start the stack and wait until every service is healthy
-#   plain_app.sh release   build the next release of the app image under the same tag (no restart)
+#   plain_app.sh release   build the next release of the app image under the tag the app uses (no restart)
 #   plain_app.sh down      remove the stack, its volumes and the folder
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -92,7 +92,7 @@ up() {
 case "${1:-}" in
   prepare) prepare ;;
   up) up ;;
-  release) build_app_image "$(app_image_tag)" "${2:-2}" ;;
+  release) build_app_image "$(sed -n 's/^PLAIN_APP_IMAGE=//p' "$app_dir/.env")" "${2:-2}" ;;
   down) down ;;
   *) echo "usage: $0 prepare|up|release [n]|down" >&2; exit 2 ;;
 esac

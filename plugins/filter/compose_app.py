@@ -7,6 +7,7 @@ The app is the user's: only the topology's options change, the rest of its comma
 
 from __future__ import annotations
 
+import re
 import shlex
 
 # Worker options the topology decides; everything else in the app's command is kept.
@@ -45,6 +46,9 @@ def app_services(config):
         services[name] = dict(
             image=service.get("image") or "",
             build=bool(service.get("build")),
+            # What a pool must not inherit through `extends`: one container name, one host port.
+            container_name=bool(service.get("container_name")),
+            ports=bool(service.get("ports")),
             command=shlex.split(command) if isinstance(command, str) else list(command or []),
             entrypoint=shlex.split(entrypoint) if isinstance(entrypoint, str) else list(entrypoint or []),
             pythonpath=environment.get("PYTHONPATH") or "",
@@ -210,6 +214,16 @@ def replaced_containers(plan):
             for item in (plan or {}).get("containers") or [] if item.get("Name") in names]
 
 
+def compose_failure(result):
+    """The line of a failed Compose run that says what went wrong, and the container it names."""
+    text = "\n".join(str(result.get(key) or "") for key in ("stderr", "msg"))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = next((line for line in reversed(lines) if re.search(r"unhealthy|exited|error|failed", line, re.I)),
+                  lines[-1] if lines else "failed")
+    match = re.search(r"container (\S+) (?:is unhealthy|exited|has exited)", text)
+    return dict(reason=reason[-300:], container=match.group(1) if match else "")
+
+
 def app_errors(services, pools, template, producers, web, broker, db=None, worker_command_override=None):
     """What in the app's compose files the topology cannot work with, each naming its variable."""
     errors = []
@@ -250,6 +264,7 @@ class FilterModule:
             "joined_pythonpath": joined_pythonpath,
             "image_pythonpaths": image_pythonpaths,
             "app_errors": app_errors,
+            "compose_failure": compose_failure,
             "running_images": running_images,
             "containers": containers,
             "replaced_containers": replaced_containers,

@@ -55,7 +55,7 @@ options:
     default: 300
   poll_interval:
     description:
-      - Seconds between the first checks whether a probe was taken: the finest resolution of the measurement.
+      - Seconds between the first checks whether a probe was taken, the finest resolution of the measurement.
       - The interval grows with the time the probe has waited (2% of it, at most 50 ms), so a probe that waits
         long scans the broker's list a few dozen times a second at most, not thousands.
     type: float

@@ -110,6 +110,13 @@ def test_plan_b_moved_what_would_have_been_stranded(report):
     assert sum(report["moved_by_plan_b"].values()) > 0, report["moved_by_plan_b"]
 
 
+def test_plan_b_stops_the_pools_before_it_checks_the_old_code_out(report):
+    """Workers must not see their code, or the compose file their service extends, change under them."""
+    order = report["plan_b_order"]
+    assert order["pools_stopped_ns"], "plan B stopped no pool"
+    assert max(order["pools_stopped_ns"]) < order["code_checked_out_ns"], order
+
+
 def test_plan_c_full_put_back_what_it_saved(report):
     saved, restored = report["plan_c_full_messages"]["saved"], report["plan_c_full_messages"]["restored"]
     assert saved is not None and restored == saved

@@ -9,6 +9,6 @@ worker_prefetch_multiplier = 4
 
 # pilito.priority_queue: the rendered topology, once deployed, overrides the settings above.
 try:
-    from celery_priority import *  # noqa: F401,F403
+    from celery_priority import *  # noqa: F401,F403 # pylint: disable=wildcard-import,unused-wildcard-import
 except ImportError:
     pass

@@ -7,6 +7,7 @@ from ansible_collections.pilito.priority_queue.plugins.filter.compose_app import
     celery_executable,
     celery_prefix,
     compose_argv,
+    compose_failure,
     containers,
     image_pythonpath,
     image_pythonpaths,
@@ -77,8 +78,8 @@ CONFIG = {"services": {
 
 def test_app_services_drop_environment_values():
     services = app_services(CONFIG)
-    assert services["web"] == dict(image="app:1", build=False, command=["gunicorn", "app:wsgi"], entrypoint=[],
-                                   pythonpath="/x")
+    assert services["web"] == dict(image="app:1", build=False, container_name=False, ports=False,
+                                   command=["gunicorn", "app:wsgi"], entrypoint=[], pythonpath="/x")
     assert "s3cret" not in repr(services) and "pw" not in repr(services)
     assert services["redis"]["build"] is True
 
@@ -154,3 +155,10 @@ def test_replaced_containers_from_a_compose_plan():
     assert replaced_containers(plan) == [{"container": "w1", "service": "celery_worker"},
                                          {"container": "x1", "service": "web"}]
     assert replaced_containers({}) == []
+
+
+def test_compose_failure_names_the_reason_and_the_container():
+    result = {"msg": "General error: container p-responders-1 is unhealthy  Container p-db-1  Running\n"
+                     " Container p-api-1  Healthy\ncontainer p-responders-1 is unhealthy", "stderr": ""}
+    assert compose_failure(result) == {"reason": "container p-responders-1 is unhealthy", "container": "p-responders-1"}
+    assert compose_failure({"msg": "something odd"}) == {"reason": "something odd", "container": ""}

@@ -1,0 +1,119 @@
+"""Real Celery workers for the tests: a tiny app (orderapp) in the demo app image, loading the
+rendered config, on the session's Redis. Its task record(queue) notes the queue of each message it
+runs, in order, in the list "started"; sleep(seconds) keeps a process busy."""
+
+import base64
+import json
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import docker, wait_until
+from rendered_config import render_celery_config
+from ansible_collections.pilito.priority_queue.plugins.module_utils.broker import probe_message
+
+QUEUES = ["high_priority", "default", "low_priority"]
+
+# The app: one task that records the queue of each message it runs, in the order it runs them.
+ORDER_APP = """
+import os
+import time
+from importlib import import_module
+
+import redis
+from celery import Celery
+
+app = Celery("orderapp", broker=os.environ["BROKER"])
+app.conf.update(import_module("celery_priority").settings)
+started = redis.Redis.from_url(os.environ["BROKER"])
+
+
+@app.task(name="orderapp.record")
+def record(queue):
+    started.rpush("started", queue)
+
+
+@app.task(name="orderapp.sleep")
+def sleep(seconds):
+    time.sleep(seconds)
+"""
+
+BACKPORT_LINE = "QUEUE_ORDER_BACKPORTED = _keep_queue_order()"
+
+
+@pytest.fixture
+def readable_tmp():
+    """A temporary folder the app image's user (uid 1000) can read, unlike pytest's tmp_path."""
+    path = Path(tempfile.mkdtemp(prefix="pilito-order-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def app_dir(directory, backport=True):
+    config = render_celery_config(directory)
+    if not backport:
+        text = config.read_text()
+        assert BACKPORT_LINE in text
+        config.write_text(text.replace(BACKPORT_LINE, "QUEUE_ORDER_BACKPORTED = False"))
+    (directory / "orderapp.py").write_text(ORDER_APP)
+    for path in directory.iterdir():
+        path.chmod(0o644)
+    return directory
+
+
+def task_message(queue, task, args):
+    """A real Celery message for task(*args), as kombu stores it on Redis."""
+    message = probe_message(queue, str(uuid.uuid4()), str(uuid.uuid4()), ignore_result=True)
+    message["headers"].update(task=task, argsrepr=repr(tuple(args)))
+    message["body"] = base64.b64encode(json.dumps([args, {}, {}]).encode()).decode()
+    return json.dumps(message)
+
+
+def record_message(queue):
+    return task_message(queue, "orderapp.record", [queue])
+
+
+@pytest.fixture
+def workers(redis_server, redis_client, demo_images, readable_tmp):
+    """Start named workers in the demo image: start(node, queues, seed, backport=True, concurrency=2)."""
+    names = []
+
+    def start(node, queues, seed, backport=True, concurrency=2, config=True):
+        directory = readable_tmp / f"{node.replace('@', '-')}-{seed}"
+        directory.mkdir(mode=0o755)
+        app_dir(directory, backport)
+        if not config:
+            (directory / "celery_priority.py").unlink()
+            (directory / "orderapp.py").write_text(ORDER_APP.replace(
+                'app.conf.update(import_module("celery_priority").settings)', ""))
+        name = f"pilito-order-{uuid.uuid4().hex[:8]}"
+        docker("run", "-d", "--name", name, "--network", f"container:{redis_server.container}",
+               "-v", f"{directory}:/orderapp:ro", "-w", "/orderapp",
+               "-e", "BROKER=redis://127.0.0.1:6379/0", "-e", "PYTHONPATH=/orderapp", "-e", f"PYTHONHASHSEED={seed}",
+               demo_images["APP_IMAGE"], "python3", "-m", "celery", "-A", "orderapp", "worker", "-Q", ",".join(queues),
+               "-c", str(concurrency), "--without-gossip", "--without-mingle", "-l", "WARNING", "--hostname", node)
+        names.append(name)
+        wait_until(lambda: node in ping(redis_server), f"worker {node}", timeout=60)
+        return name
+
+    yield start
+    for name in names:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+
+def ping(redis_server):
+    from celery import Celery
+
+    app = Celery("ping", broker=redis_server.url(0), set_as_current=False)
+    return {node for reply in app.control.ping(timeout=0.5) for node in reply}
+
+
+def control_app(redis_server):
+    from celery import Celery
+
+    return Celery("test", broker=redis_server.url(0), set_as_current=False)
