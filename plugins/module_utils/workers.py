@@ -12,6 +12,8 @@ from urllib.parse import quote
 
 from ansible.module_utils.basic import missing_required_lib
 
+from ansible_collections.pilito.priority_queue.plugins.module_utils.broker import BrokerError, parse_broker_url
+
 CELERY_IMPORT_ERROR = None
 try:
     from celery import Celery
@@ -87,6 +89,16 @@ def ask(app, name, timeout, nodes=None, limit=None, **arguments):
     replies = app.control.broadcast(name, arguments=arguments, destination=nodes, reply=True,
                                     timeout=timeout, limit=limit)
     return {node: reply for item in replies or [] for node, reply in item.items()}
+
+
+def workers_app(module):
+    """The module's broker, parsed, and a Celery app to reach its workers; fails the module clearly."""
+    params = module.params
+    try:
+        target = parse_broker_url(params["broker_url"], params.get("broker_password"), params.get("sentinel_master"))
+    except BrokerError as exc:
+        module.fail_json(msg=str(exc))
+    return target, control_app(module, target)
 
 
 def active_queues(app, timeout, nodes=None, limit=None):

@@ -99,18 +99,14 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pilito.priority_queue.plugins.module_utils.broker import (
-    BrokerError,
-    broker_argument_spec,
-    parse_broker_url,
-)
+from ansible_collections.pilito.priority_queue.plugins.module_utils.broker import broker_argument_spec
 from ansible_collections.pilito.priority_queue.plugins.module_utils.workers import (
     WorkerError,
     active_queues,
     command,
-    control_app,
     nodes_on_hosts,
     safe_error,
+    workers_app,
 )
 
 
@@ -165,12 +161,8 @@ def main():
     params = module.params
     if params["timeout"] <= 0 or params["fetch_seconds"] < 0:
         module.fail_json(msg="timeout must be positive and fetch_seconds not negative")
-    try:
-        target = parse_broker_url(params["broker_url"], params["broker_password"], params["sentinel_master"])
-    except BrokerError as exc:
-        module.fail_json(msg=str(exc))
+    target, app = workers_app(module)
     report = dict(changed=False, broker=target.describe(), drained={}, not_drained=[])
-    app = control_app(module, target)
     try:
         if params["state"] == "drained":
             report["drained"], report["not_drained"] = drain(module, app)

@@ -135,17 +135,13 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pilito.priority_queue.plugins.module_utils.broker import (
-    BrokerError,
-    broker_argument_spec,
-    parse_broker_url,
-)
+from ansible_collections.pilito.priority_queue.plugins.module_utils.broker import broker_argument_spec
 from ansible_collections.pilito.priority_queue.plugins.module_utils.workers import (
     active_queues,
     ask,
-    control_app,
     pool_of,
     safe_error,
+    workers_app,
 )
 
 TASK_FIELDS = ("id", "name", "time_start", "hostname", "worker_pid", "acknowledged")
@@ -187,12 +183,8 @@ def main():
     params = module.params
     if params["timeout"] <= 0 or params["wait_seconds"] < 0:
         module.fail_json(msg="timeout must be positive and wait_seconds not negative")
-    try:
-        target = parse_broker_url(params["broker_url"], params["broker_password"], params["sentinel_master"])
-    except BrokerError as exc:
-        module.fail_json(msg=str(exc))
+    target, app = workers_app(module)
     report = dict(changed=False, broker=target.describe(), workers={}, pools={}, problems=[])
-    app = control_app(module, target)
     expected_count = params["wait_for"]
     if expected_count is None and params["expect"]:
         expected_count = sum(pool["replicas"] for pool in params["expect"])
