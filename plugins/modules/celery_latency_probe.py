@@ -56,8 +56,8 @@ options:
   poll_interval:
     description:
       - Seconds between the first checks whether a probe was taken, the finest resolution of the measurement.
-      - The interval grows with the time the probe has waited (2% of it, at most 50 ms), so a probe that waits
-        long scans the broker's list a few dozen times a second at most, not thousands.
+      - The interval grows with the time the probe has waited (5% of it, at most 50 ms), so a probe that waits
+        long scans the broker's list twenty times a second at most, not thousands.
     type: float
     default: 0.001
   result_backend_url:
@@ -178,7 +178,7 @@ MAX_POLL_SECONDS = 0.05
 
 def poll_pause(poll_interval, waited):
     """Seconds to wait before the next check: fine at first, coarser the longer a probe waits."""
-    return min(max(poll_interval, waited * 0.02), max(poll_interval, MAX_POLL_SECONDS))
+    return min(max(poll_interval, waited * 0.05), max(poll_interval, MAX_POLL_SECONDS))
 
 
 def probe_once(client, key, queue, probe_timeout, poll_interval, results=None):

@@ -38,6 +38,6 @@ def test_probe_is_a_celery_protocol_2_accumulate_message():
 
 def test_polls_are_fine_at_first_and_coarser_with_the_wait():
     assert poll_pause(0.001, 0.0) == 0.001
-    assert poll_pause(0.001, 0.5) == 0.01
+    assert poll_pause(0.001, 0.5) == 0.025
     assert poll_pause(0.001, 30.0) == 0.05
     assert poll_pause(0.2, 30.0) == 0.2  # a coarser resolution asked for is kept
