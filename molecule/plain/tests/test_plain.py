@@ -75,8 +75,10 @@ def playbook(name, *extra, tags=None):
     cmd = ["ansible-playbook", "-i", INVENTORY, str(ROOT / "playbooks" / f"{name}.yml"), *extra]
     if tags:
         cmd += ["--tags", tags]
+    # The JSON callback: messages whole, whatever callback or line width molecule sets.
+    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"}
     start = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=900)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=900, env=env)
     return dict(rc=proc.returncode, out=proc.stdout, seconds=round(time.monotonic() - start, 1))
 
 
@@ -125,37 +127,42 @@ def sequence():
     producer = Producer(prefix)
     producer.start()
     steps, seen = {}, {}
-    steps["verify"] = playbook("verify")
-    steps["scale_2"] = playbook("deploy", "-e", "priority_queue_scale_phase=2")
+
+    def step(key, name, *extra, tags=None):
+        """Runs a playbook; notes which of the producer's tasks were sent while it ran."""
+        first = len(producer.sent)
+        steps[key] = playbook(name, *extra, tags=tags)
+        steps[key]["sent_during"] = [first, len(producer.sent)]
+
+    step("verify", "verify")
+    step("scale_2", "deploy", "-e", "priority_queue_scale_phase=2")
     seen["responders_at_phase_2"] = len(running_image("responders"))
-    steps["scale_1"] = playbook("deploy")
+    step("scale_1", "deploy")
     seen["responders_at_phase_1"] = len(running_image("responders"))
-    steps["plan_a"] = playbook("rollback", tags="plan_a")
+    step("plan_a", "rollback", tags="plan_a")
     seen["after_plan_a"] = consumers()
-    steps["deploy_after_a"] = playbook("deploy")
-    steps["plan_c"] = playbook("rollback", tags="plan_c")
-    steps["plan_c_full"] = playbook("rollback", tags="plan_c_full")
-    steps["plan_c_full_wrong_broker"] = playbook("rollback", "-e", "priority_queue_broker_service=nosuch",
-                                                 tags="plan_c_full")
+    step("deploy_after_a", "deploy")
+    step("plan_c", "rollback", tags="plan_c")
+    step("plan_c_full", "rollback", tags="plan_c_full")
+    step("plan_c_full_wrong_broker", "rollback", "-e", "priority_queue_broker_service=nosuch", tags="plan_c_full")
     # A failure after the stack went down: waiting for a web service that is not there.
-    steps["plan_c_full_failing_late"] = playbook("rollback", "-e", "priority_queue_web_service=nosuch",
-                                                 tags="plan_c_full")
+    step("plan_c_full_failing_late", "rollback", "-e", "priority_queue_web_service=nosuch", tags="plan_c_full")
     seen["snapshot_after_late_failure"] = Path(f"{APP_DIR}/priority_queue/state/broker_snapshot.json").exists()
     seen["services_after_late_failure"] = running_services()
     rendered = Path(f"{APP_DIR}/docker-compose.priority-queue.yml").read_text()
-    steps["bad_redeploy"] = playbook("deploy", "-e", BAD_WORKER)
+    step("bad_redeploy", "deploy", "-e", BAD_WORKER)
     seen["after_bad_redeploy"] = consumers()
     seen["rendered_after_bad_redeploy"] = Path(f"{APP_DIR}/docker-compose.priority-queue.yml").read_text() == rendered
     subprocess.run([str(ROOT / "scripts/plain_app.sh"), "release", "2"], check=True, capture_output=True)
-    steps["release_deploy"] = playbook("deploy")
+    step("release_deploy", "deploy")
     seen["image_after_release"] = running_image("jobs")
-    steps["plan_b"] = playbook("rollback", tags="plan_b")
+    step("plan_b", "rollback", tags="plan_b")
     seen["image_after_plan_b"] = running_image("jobs") + running_image("api")
     seen["after_plan_b"] = consumers()
-    steps["bad_first_deploy"] = playbook("deploy", "-e", BAD_WORKER)
+    step("bad_first_deploy", "deploy", "-e", BAD_WORKER)
     seen["after_bad_first_deploy"] = consumers()
     seen["override_after_bad_first_deploy"] = Path(f"{APP_DIR}/docker-compose.priority-queue.yml").exists()
-    steps["last_deploy"] = playbook("deploy")
+    step("last_deploy", "deploy")
     producer.stopped.set()
     producer.join(timeout=60)
     deadline = time.monotonic() + 180
@@ -165,7 +172,8 @@ def sequence():
     # The timings, for the record (build/ is not committed).
     (ROOT / "build").mkdir(exist_ok=True)
     (ROOT / "build/plain_sequence.json").write_text(json.dumps(dict(
-        steps={name: dict(rc=step["rc"], seconds=step["seconds"]) for name, step in steps.items()},
+        steps={name: dict(rc=item["rc"], seconds=item["seconds"], sent_during=item["sent_during"])
+               for name, item in steps.items()},
         sent=len(producer.sent), ran_once=sum(1 for task in producer.sent if runs.get(task) == 1)), indent=1))
     return dict(steps=steps, seen=seen, record=record, producer=producer, runs=runs)
 
@@ -245,13 +253,29 @@ def test_a_failed_first_deploy_returns_to_the_app_as_it_was(sequence):
     assert sequence["seen"]["override_after_bad_first_deploy"] is False
 
 
+def where_in_the_broker(task_ids):
+    """Each task id -> the broker keys whose values mention it (waiting lists, the unacked hash)."""
+    client = redis.Redis.from_url(broker_url())
+    found = {task: [] for task in task_ids}
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        values = (client.lrange(key, 0, -1) if kind == b"list" else
+                  client.hvals(key) if kind == b"hash" else [])
+        for value in values:
+            for task in task_ids:
+                if task.encode() in value:
+                    found[task].append(key.decode(errors="replace"))
+    return found
+
+
 def test_every_task_ran_exactly_once(sequence):
     producer, runs = sequence["producer"], sequence["runs"]
     assert producer.unsent == []
     assert len(producer.sent) > 200
     missing = [task for task in producer.sent if task not in runs]
     twice = {task: count for task, count in runs.items() if count > 1}
-    assert not missing and not twice, (len(missing), missing[:10], twice)
+    sent_during = {name: step["sent_during"] for name, step in sequence["steps"].items()}
+    assert not missing and not twice, (len(missing), where_in_the_broker(missing[:10]), twice, sent_during)
 
 
 def test_nothing_waits_on_a_queue_without_a_consumer(sequence):
