@@ -120,10 +120,37 @@ class Producer(threading.Thread):
             time.sleep(max(0.0, start + (number + 1) / self.rate - time.monotonic()))
 
 
+class TaskEvents(threading.Thread):
+    """What the workers said of each task (their task events, -E), to tell a task no worker received
+    from one that failed or ran without its row. Reconnects when the broker restarts."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.stopped = threading.Event()
+        self.seen = {}
+
+    def on_event(self, event):
+        if event.get("type", "").startswith("task-"):
+            self.seen.setdefault(event.get("uuid"), []).append(
+                (round(event.get("timestamp", 0), 2), event["type"], event.get("hostname"), event.get("exception")))
+
+    def run(self):
+        app = Celery("events", broker=broker_url(), set_as_current=False)
+        while not self.stopped.is_set():
+            try:
+                with app.connection_for_read() as connection:
+                    receiver = app.events.Receiver(connection, handlers={"*": self.on_event})
+                    receiver.capture(limit=None, timeout=2, wakeup=False)
+            except Exception:  # noqa: BLE001 (the broker restarts, or is quiet for 2 s)
+                time.sleep(0.3)
+
+
 @pytest.fixture(scope="module")
 def sequence():
     prefix = f"plain{int(time.time())}"
     record = json.loads(Path(f"{APP_DIR}/priority_queue/state/pre_deploy.json").read_text())
+    events = TaskEvents()
+    events.start()
     producer = Producer(prefix)
     producer.start()
     steps, seen = {}, {}
@@ -169,13 +196,14 @@ def sequence():
     while time.monotonic() < deadline and len(job_runs(prefix)) < len(producer.sent):
         time.sleep(2)
     runs = job_runs(prefix)
+    events.stopped.set()
     # The timings, for the record (build/ is not committed).
     (ROOT / "build").mkdir(exist_ok=True)
     (ROOT / "build/plain_sequence.json").write_text(json.dumps(dict(
         steps={name: dict(rc=item["rc"], seconds=item["seconds"], sent_during=item["sent_during"])
                for name, item in steps.items()},
         sent=len(producer.sent), ran_once=sum(1 for task in producer.sent if runs.get(task) == 1)), indent=1))
-    return dict(steps=steps, seen=seen, record=record, producer=producer, runs=runs)
+    return dict(steps=steps, seen=seen, record=record, producer=producer, runs=runs, events=events.seen)
 
 
 def test_the_deploy_ran_the_apps_own_worker_command_with_its_options(host):
@@ -275,7 +303,8 @@ def test_every_task_ran_exactly_once(sequence):
     missing = [task for task in producer.sent if task not in runs]
     twice = {task: count for task, count in runs.items() if count > 1}
     sent_during = {name: step["sent_during"] for name, step in sequence["steps"].items()}
-    assert not missing and not twice, (len(missing), where_in_the_broker(missing[:10]), twice, sent_during)
+    told = {task: sequence["events"].get(task) for task in missing[:10] + list(twice)[:10]}
+    assert not missing and not twice, (len(missing), where_in_the_broker(missing[:10]), twice, told, sent_during)
 
 
 def test_nothing_waits_on_a_queue_without_a_consumer(sequence):

@@ -2,6 +2,8 @@
 own Celery app (so its routing applies) and answers with the queue it went to; GET /health."""
 
 import json
+import signal
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from jobs.store import create_table
@@ -47,6 +49,15 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
+class Server(ThreadingHTTPServer):
+    # Stopped, the server answers the requests it took before it exits, as a web server stops warm:
+    # a task sent and then cut off unanswered would be sent again by the client, and run twice.
+    daemon_threads = False
+
+
 if __name__ == "__main__":
     create_table()
-    ThreadingHTTPServer(("0.0.0.0", 8100), Handler).serve_forever()
+    server = Server(("0.0.0.0", 8100), Handler)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    server.serve_forever()
+    server.server_close()
