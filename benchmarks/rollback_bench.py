@@ -151,13 +151,22 @@ def push_release(app_dir):
         subprocess.run(git + ["push", "-q", "origin", "HEAD:main"], check=True)
 
 
-def pools_stopped(since_ns, until_ns, project="pilito-demo", pools=("celery_ai", "celery_worker")):
-    """When the pools' containers stopped (docker events, ns) between the two times."""
-    out = subprocess.run(["docker", "events", "--since", f"{since_ns / 1e9:.3f}", "--until", f"{until_ns / 1e9:.3f}",
-                          "--filter", "event=die", "--filter", f"label=com.docker.compose.project={project}",
-                          "--format", '{{.TimeNano}} {{index .Actor.Attributes "com.docker.compose.service"}}'],
-                         capture_output=True, text=True, check=True).stdout.split("\n")
-    return sorted(int(line.split()[0]) for line in out if line.strip() and line.split()[1] in pools)
+class PoolStops:
+    """When the pools' containers stopped (docker events, ns), watched live: the daemon keeps only its
+    last 256 events for a later query, and healthchecks' exec events push the stops out of them."""
+
+    def __init__(self, project="pilito-demo", pools=("celery_ai", "celery_worker")):
+        self.pools = pools
+        self.process = subprocess.Popen(
+            ["docker", "events", "--filter", "event=die", "--filter", f"label=com.docker.compose.project={project}",
+             "--format", '{{.TimeNano}} {{index .Actor.Attributes "com.docker.compose.service"}}'],
+            stdout=subprocess.PIPE, text=True)
+
+    def stop(self):
+        time.sleep(1)  # the last events reach the stream
+        self.process.terminate()
+        out = self.process.communicate(timeout=30)[0].split("\n")
+        return sorted(int(line.split()[0]) for line in out if line.strip() and line.split()[1] in self.pools)
 
 
 def main():
@@ -191,9 +200,9 @@ def main():
     step("rollback", "plan_a")
     step("deploy")
     backlog = queue_page_backlog(port, run_id + "-backlog", args.backlog)
-    plan_b_started = time.time_ns()
+    pool_stops = PoolStops()
     moved = moved_by_plan_b(step("rollback", "plan_b"))
-    plan_b_order = dict(pools_stopped_ns=pools_stopped(plan_b_started, time.time_ns()),
+    plan_b_order = dict(pools_stopped_ns=pool_stops.stop(),
                         code_checked_out_ns=os.stat(f"{args.app_dir}/.gitignore").st_mtime_ns)
     step("rollback", "plan_b")
     step("deploy")
