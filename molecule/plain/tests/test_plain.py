@@ -82,6 +82,16 @@ def playbook(name, *extra, tags=None):
     return dict(rc=proc.returncode, out=proc.stdout, seconds=round(time.monotonic() - start, 1))
 
 
+def failures(out):
+    """The messages of the tasks that failed (rescued ones too) in a playbook's JSON output."""
+    try:
+        plays = json.loads(out[out.index("{"):])["plays"]
+    except (ValueError, KeyError):
+        return [out[-3000:]]
+    return [f"{task['task']['name']}: {result.get('msg')}" for play in plays for task in play["tasks"]
+            for result in task["hosts"].values() if result.get("failed")]
+
+
 class Producer(threading.Thread):
     """Sends tasks through the app's API at a steady rate until stopped (bounded in count and time).
     A send that gets no answer (the API is being recreated) is retried with the same task id."""
@@ -228,7 +238,7 @@ def test_each_step_of_the_sequence(sequence):
     steps = sequence["steps"]
     for name in ("verify", "scale_2", "scale_1", "plan_a", "deploy_after_a", "plan_c", "plan_c_full",
                  "release_deploy", "plan_b", "last_deploy"):
-        assert steps[name]["rc"] == 0, (name, steps[name]["out"][-3000:])
+        assert steps[name]["rc"] == 0, (name, failures(steps[name]["out"]))
 
 
 def test_scale_phase_from_the_command_line(sequence):
