@@ -102,14 +102,19 @@ class Producer(threading.Thread):
         self.deadline = time.monotonic() + seconds
         self.stopped = threading.Event()
         self.sent, self.unsent = [], []
+        self.retried = {}  # task id -> (attempts, seconds from the first attempt to the answer)
 
     def send(self, task_id, name, args):
         body = json.dumps({"name": name, "args": args, "task_id": task_id}).encode()
         request = urllib.request.Request("http://127.0.0.1:8100/send", body, {"Content-Type": "application/json"})
+        first, attempts = time.monotonic(), 0
         while time.monotonic() < self.deadline:
+            attempts += 1
             try:
                 with urllib.request.urlopen(request, timeout=10) as response:
                     json.load(response)
+                    if attempts > 1:
+                        self.retried[task_id] = (attempts, round(time.monotonic() - first, 1))
                     return True
             except urllib.error.HTTPError as exc:
                 if exc.code < 500:
@@ -313,7 +318,8 @@ def test_every_task_ran_exactly_once(sequence):
     missing = [task for task in producer.sent if task not in runs]
     twice = {task: count for task, count in runs.items() if count > 1}
     sent_during = {name: step["sent_during"] for name, step in sequence["steps"].items()}
-    told = {task: sequence["events"].get(task) for task in missing[:10] + list(twice)[:10]}
+    told = {task: (sequence["events"].get(task), producer.retried.get(task))
+            for task in missing[:10] + list(twice)[:10]}
     assert not missing and not twice, (len(missing), where_in_the_broker(missing[:10]), twice, told, sent_during)
 
 
