@@ -7,6 +7,7 @@ whatever the app's modules, images or producers are."""
 
 from __future__ import annotations
 
+import time
 import traceback
 from urllib.parse import quote
 
@@ -108,11 +109,19 @@ def active_queues(app, timeout, nodes=None, limit=None):
             if isinstance(queues, list)}
 
 
-def nodes_on_hosts(app, hostnames, timeout):
-    """Worker nodes (name@host) whose host part is one of these host names (container host names)."""
+def nodes_on_hosts(app, hostnames, timeout, round_seconds=1.5):
+    """Worker nodes (name@host) whose host part is one of these host names (container host names).
+    Pings again until every host has answered or timeout has passed: a worker busy under load can
+    miss one round, and a worker not found is a worker that stops with its fetch in flight."""
     wanted = set(hostnames)
-    answered = ask(app, "ping", timeout)
-    return sorted(node for node in answered if node.split("@", 1)[-1] in wanted)
+    found = set()
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        answered = ask(app, "ping", max(0.2, min(round_seconds, left)))
+        found |= {node for node in answered if node.split("@", 1)[-1] in wanted}
+        if {node.split("@", 1)[-1] for node in found} >= wanted or time.monotonic() >= deadline:
+            return sorted(found)
 
 
 def command(app, name, nodes, timeout, **arguments):

@@ -49,9 +49,12 @@ options:
     type: dict
     default: {}
   timeout:
-    description: Seconds to wait for the workers' answers.
+    description:
+      - Seconds to wait for the workers' answers.
+      - The workers on O(hostnames) are pinged again until each has answered or this has passed, since a
+        worker busy under load can miss one ping.
     type: float
-    default: 3.0
+    default: 10.0
   fetch_seconds:
     description: Seconds to wait after the drain for a fetch in flight to end (kombu's C(brpop_timeout) is 1 s).
     type: float
@@ -112,7 +115,7 @@ from ansible_collections.pilito.priority_queue.plugins.module_utils.workers impo
 
 def drain(module, app):
     params = module.params
-    nodes = nodes_on_hosts(app, params["hostnames"], min(params["timeout"], 1.5))
+    nodes = nodes_on_hosts(app, params["hostnames"], params["timeout"])
     answered_hosts = {node.split("@", 1)[-1] for node in nodes}
     not_drained = sorted(set(params["hostnames"]) - answered_hosts)
     consumed = active_queues(app, params["timeout"], nodes=nodes)
@@ -154,7 +157,7 @@ def main():
         hostnames=dict(type="list", elements="str", default=[]),
         state=dict(type="str", default="drained", choices=["drained", "resumed"]),
         drained=dict(type="dict", default={}),
-        timeout=dict(type="float", default=3.0),
+        timeout=dict(type="float", default=10.0),
         fetch_seconds=dict(type="float", default=1.1),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
