@@ -42,8 +42,11 @@ unit: venv
 integration: venv docker
 	pytest tests/integration
 
-molecule: venv docker
-	molecule test --all
+molecule: venv docker  ## each scenario; on failure, the verifiers' failures are printed last
+	rm -f build/molecule_failures.txt
+	molecule test --all || { echo "== molecule failed; the verifiers' failures:"; \
+	  cut -c1-1500 build/molecule_failures.txt 2>/dev/null || echo "(none recorded: a step before verify failed)"; \
+	  exit 1; }
 
 docker:
 	scripts/install_docker.sh

@@ -79,17 +79,26 @@ def playbook(name, *extra, tags=None):
     env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"}
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=900, env=env)
-    return dict(rc=proc.returncode, out=proc.stdout, seconds=round(time.monotonic() - start, 1))
+    return dict(rc=proc.returncode, out=proc.stdout, seconds=round(time.monotonic() - start, 1),
+                warnings=task_results(proc.stdout, "warnings"))
 
 
-def failures(out):
-    """The messages of the tasks that failed (rescued ones too) in a playbook's JSON output."""
+def task_results(out, kind):
+    """From a playbook's JSON output: the messages of the tasks that failed (rescued ones too), or
+    their warnings (a worker not drained, say)."""
     try:
         plays = json.loads(out[out.index("{"):])["plays"]
     except (ValueError, KeyError):
-        return [out[-3000:]]
-    return [f"{task['task']['name']}: {result.get('msg')}" for play in plays for task in play["tasks"]
-            for result in task["hosts"].values() if result.get("failed")]
+        return [out[-3000:]] if kind == "failed" else []
+    results = [(task["task"]["name"], result) for play in plays for task in play["tasks"]
+               for result in task["hosts"].values()]
+    if kind == "failed":
+        return [f"{name}: {result.get('msg')}" for name, result in results if result.get("failed")]
+    return [f"{name}: {warning}" for name, result in results for warning in result.get("warnings") or []]
+
+
+def failures(out):
+    return task_results(out, "failed")
 
 
 class Producer(threading.Thread):
@@ -215,7 +224,8 @@ def sequence():
     # The timings, for the record (build/ is not committed).
     (ROOT / "build").mkdir(exist_ok=True)
     (ROOT / "build/plain_sequence.json").write_text(json.dumps(dict(
-        steps={name: dict(rc=item["rc"], seconds=item["seconds"], sent_during=item["sent_during"])
+        steps={name: dict(rc=item["rc"], seconds=item["seconds"], sent_during=item["sent_during"],
+                          warnings=item["warnings"])
                for name, item in steps.items()},
         sent=len(producer.sent), ran_once=sum(1 for task in producer.sent if runs.get(task) == 1)), indent=1))
     return dict(steps=steps, seen=seen, record=record, producer=producer, runs=runs, events=events.seen)
@@ -317,10 +327,12 @@ def test_every_task_ran_exactly_once(sequence):
     assert len(producer.sent) > 200
     missing = [task for task in producer.sent if task not in runs]
     twice = {task: count for task, count in runs.items() if count > 1}
-    sent_during = {name: step["sent_during"] for name, step in sequence["steps"].items()}
     told = {task: (sequence["events"].get(task), producer.retried.get(task))
             for task in missing[:10] + list(twice)[:10]}
-    assert not missing and not twice, (len(missing), where_in_the_broker(missing[:10]), twice, told, sent_during)
+    warned = {name: step["warnings"] for name, step in sequence["steps"].items() if step["warnings"]}
+    sent_during = {name: step["sent_during"] for name, step in sequence["steps"].items()}
+    assert not missing and not twice, (len(missing), len(twice), told, warned, where_in_the_broker(missing[:10]),
+                                       sent_during)
 
 
 def test_nothing_waits_on_a_queue_without_a_consumer(sequence):
