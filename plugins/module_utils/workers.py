@@ -73,6 +73,11 @@ def pool_of(node):
     return node.split("@", 1)[0]
 
 
+def host_of(node):
+    """The host a node runs on (its container's host name): the part after the @."""
+    return node.split("@", 1)[-1]
+
+
 def safe_error(exc, target):
     """An exception as text without the broker password, should a client library echo it."""
     text = f"{type(exc).__name__}: {exc}"
@@ -119,8 +124,8 @@ def nodes_on_hosts(app, hostnames, timeout, round_seconds=1.5):
     while True:
         left = deadline - time.monotonic()
         answered = ask(app, "ping", max(0.2, min(round_seconds, left)))
-        found |= {node for node in answered if node.split("@", 1)[-1] in wanted}
-        if {node.split("@", 1)[-1] for node in found} >= wanted or time.monotonic() >= deadline:
+        found |= {node for node in answered if host_of(node) in wanted}
+        if {host_of(node) for node in found} >= wanted or time.monotonic() >= deadline:
             return sorted(found)
 
 

@@ -107,6 +107,7 @@ from ansible_collections.pilito.priority_queue.plugins.module_utils.workers impo
     WorkerError,
     active_queues,
     command,
+    host_of,
     nodes_on_hosts,
     safe_error,
     workers_app,
@@ -116,7 +117,7 @@ from ansible_collections.pilito.priority_queue.plugins.module_utils.workers impo
 def drain(module, app):
     params = module.params
     nodes = nodes_on_hosts(app, params["hostnames"], params["timeout"])
-    answered_hosts = {node.split("@", 1)[-1] for node in nodes}
+    answered_hosts = {host_of(node) for node in nodes}
     not_drained = sorted(set(params["hostnames"]) - answered_hosts)
     consumed = active_queues(app, params["timeout"], nodes=nodes)
     silent = sorted(set(nodes) - set(consumed))
