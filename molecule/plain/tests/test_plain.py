@@ -80,25 +80,31 @@ def playbook(name, *extra, tags=None):
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=900, env=env)
     return dict(rc=proc.returncode, out=proc.stdout, seconds=round(time.monotonic() - start, 1),
-                warnings=task_results(proc.stdout, "warnings"))
+                warnings=warnings(proc.stdout))
 
 
-def task_results(out, kind):
-    """From a playbook's JSON output: the messages of the tasks that failed (rescued ones too), or
-    their warnings (a worker not drained, say)."""
+def task_results(out):
+    """(task name, host result) for each result in a playbook's JSON output; None if it is not JSON."""
     try:
         plays = json.loads(out[out.index("{"):])["plays"]
     except (ValueError, KeyError):
-        return [out[-3000:]] if kind == "failed" else []
-    results = [(task["task"]["name"], result) for play in plays for task in play["tasks"]
-               for result in task["hosts"].values()]
-    if kind == "failed":
-        return [f"{name}: {result.get('msg')}" for name, result in results if result.get("failed")]
-    return [f"{name}: {warning}" for name, result in results for warning in result.get("warnings") or []]
+        return None
+    return [(task["task"]["name"], result) for play in plays for task in play["tasks"]
+            for result in task["hosts"].values()]
 
 
 def failures(out):
-    return task_results(out, "failed")
+    """The messages of the tasks that failed (rescued ones too)."""
+    results = task_results(out)
+    if results is None:
+        return [out[-3000:]]
+    return [f"{name}: {result.get('msg')}" for name, result in results if result.get("failed")]
+
+
+def warnings(out):
+    """The tasks' warnings (a worker not drained, say)."""
+    return [f"{name}: {warning}" for name, result in task_results(out) or []
+            for warning in result.get("warnings") or []]
 
 
 class Producer(threading.Thread):
