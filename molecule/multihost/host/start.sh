@@ -1,7 +1,7 @@
 #!/bin/sh
 # cgroup v1 hierarchies come read-only into a container that is not privileged: mount them anew
 # (nothing to do on cgroup v2). /var/lib/docker is a volume, so the inner engine runs overlay2.
-for m in $(awk '$3 == "cgroup" {print $2}' /proc/mounts); do
+awk '$3 == "cgroup" {print $2}' /proc/mounts | while read -r m; do
   opts=$(basename "$m"); [ "$opts" = systemd ] && opts=none,name=systemd
   umount "$m" && mount -t cgroup -o "$opts" cgroup "$m"
 done
