@@ -56,6 +56,33 @@ def app_services(config):
     return services
 
 
+# What a worker host's copy of the app's worker leaves out: what ties it to the app host's project.
+NOT_ON_WORKER_HOSTS = ("build", "container_name", "depends_on", "expose", "links", "networks", "ports",
+                       "profiles", "volumes_from", "network_mode")
+
+
+def worker_host_compose(config, template, app_address):
+    """The compose project a worker host runs: the app's worker service as the app host resolves it
+    (image, environment, volumes, command), never started itself (profile `template`; the pools
+    extend it), with the app's service names resolving to the app host's address, so a broker or
+    database URL written for the app's network reaches the app host's published ports."""
+    services = (config or {}).get("services") or {}
+    worker = {key: value for key, value in services[template].items() if key not in NOT_ON_WORKER_HOSTS}
+    worker["profiles"] = ["template"]
+    worker["extra_hosts"] = sorted(f"{name}:{app_address}" for name in services if name != template)
+    return {"name": config.get("name"), "services": {template: worker}}
+
+
+def project_mounts(config, template, project_dir):
+    """The bind mounts of the app's worker that come from its project directory (its code, as a
+    checkout mounted into the container): a worker host needs a copy of them."""
+    service = ((config or {}).get("services") or {}).get(template) or {}
+    root = project_dir.rstrip("/")
+    return sorted({volume["source"] for volume in service.get("volumes") or []
+                   if isinstance(volume, dict) and volume.get("type") == "bind"
+                   and (volume.get("source") == root or str(volume.get("source", "")).startswith(root + "/"))})
+
+
 def _worker_index(tokens):
     """Where the `worker` subcommand of a Celery command line is, or None."""
     for index, token in enumerate(tokens):
@@ -257,6 +284,8 @@ class FilterModule:
     def filters(self):
         return {
             "app_services": app_services,
+            "worker_host_compose": worker_host_compose,
+            "project_mounts": project_mounts,
             "compose_argv": compose_argv,
             "worker_command": worker_command,
             "celery_prefix": celery_prefix,

@@ -20,7 +20,7 @@ def memory_bytes(value):
     return int(float(match.group(1)) * MEMORY_UNITS[match.group(2).lower()])
 
 
-POOL_FIELDS = ("name", "queues", "concurrency", "memory", "replicas", "autoscale", "phases")
+POOL_FIELDS = ("name", "queues", "concurrency", "memory", "replicas", "autoscale", "hosts", "phases")
 PHASE_FIELDS = ("concurrency", "memory", "replicas", "autoscale")
 
 
@@ -58,7 +58,7 @@ def effective_pools(pools, phase=1):
     number = phase_number(phase)
     result = []
     for pool in sorted(_pool_list(pools), key=lambda item: str(item.get("name"))):
-        effective = dict(replicas=1, autoscale="")
+        effective = dict(replicas=1, autoscale="", hosts=[])
         effective.update({key: value for key, value in pool.items() if key != "phases" and value is not None})
         effective.update(_pool_phases(pool).get(number) or {})
         result.append(effective)
@@ -158,11 +158,62 @@ def topology_errors(queues, default_queue, routes, rate_limits, pools, phase, la
             errors.append(f"{where}.replicas must be a positive whole number, got {pool.get('replicas')!r}")
         if memory_bytes(pool.get("memory", "")) in (None, 0):
             errors.append(f"{where}.memory must be a size like '512m' or '1g', got {pool.get('memory')!r}")
+        hosts = pool.get("hosts")
+        if not isinstance(hosts, list) or not all(isinstance(entry, str) and entry for entry in hosts):
+            errors.append(f"{where}.hosts must list inventory groups or hosts (empty: the app host), got {hosts!r}")
     for queue in queues:
         if queue not in consumed:
             errors.append(f"queue {queue!r} in priority_queue_queues has no consumer: no pool in "
                           f"priority_queue_pools lists it, so its messages would wait forever")
     return errors
+
+
+def _placement(pool, groups, app_host):
+    """The inventory hosts a pool runs on: the app host, or every host of the groups (or the hosts)
+    its `hosts` names."""
+    names = pool.get("hosts") or []
+    if not names:
+        return [app_host]
+    found = []
+    for name in names:
+        for host in groups.get(name, [name] if name in groups.get("all", []) else []):
+            if host not in found:
+                found.append(host)
+    return found
+
+
+def placement_errors(pools, groups, app_host, play_hosts):
+    """Pools placed where the play cannot put them, each naming the pool and the inventory entry."""
+    errors = []
+    play_hosts = list(play_hosts or [])
+    if app_host not in play_hosts:
+        errors.append(f"priority_queue_app_host {app_host!r} is not a host of this play ({', '.join(play_hosts)}); "
+                      f"the app's compose project runs there")
+    for pool in pools:
+        where = f"priority_queue_pools[{pool.get('name')!r}].hosts"
+        for name in pool.get("hosts") or []:
+            if not _placement(dict(hosts=[name]), groups, app_host):
+                errors.append(f"{where}: {name!r} is neither a group with hosts nor a host of the inventory")
+        outside = [host for host in _placement(pool, groups, app_host) if host not in play_hosts]
+        if outside and pool.get("hosts"):
+            errors.append(f"{where} places it on {', '.join(outside)}, not in this play ({', '.join(play_hosts)}); "
+                          f"add them to the play's group (compose_hosts, or priority_queue_hosts)")
+    return errors
+
+
+def pools_on_host(pools, host, groups, app_host):
+    """The pools this host runs, each with its replicas on this host."""
+    return [pool for pool in pools if host in _placement(pool, groups, app_host)]
+
+
+def placed_pools(pools, groups, app_host):
+    """Each pool across the hosts it runs on: `hosts` resolved to inventory hosts and `replicas` the
+    count over all of them, which is what the broker sees."""
+    placed = []
+    for pool in pools:
+        hosts = _placement(pool, groups, app_host)
+        placed.append(dict(pool, hosts=hosts, replicas=int(pool.get("replicas", 1)) * len(hosts)))
+    return placed
 
 
 DOCKER_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b)\s*$", re.IGNORECASE)
@@ -201,6 +252,9 @@ class FilterModule:
     def filters(self):
         return {
             "effective_pools": effective_pools,
+            "placement_errors": placement_errors,
+            "pools_on_host": pools_on_host,
+            "placed_pools": placed_pools,
             "scale_phases": scale_phases,
             "topology_errors": topology_errors,
             "pool_memory_bytes": pool_memory_bytes,

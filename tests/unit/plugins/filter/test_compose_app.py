@@ -13,9 +13,11 @@ from ansible_collections.pilito.priority_queue.plugins.filter.compose_app import
     image_pythonpaths,
     images_to_restore,
     joined_pythonpath,
+    project_mounts,
     replaced_containers,
     running_images,
     worker_command,
+    worker_host_compose,
 )
 
 POOL = dict(name="fast", queues=["high", "default"], concurrency=3)
@@ -162,3 +164,41 @@ def test_compose_failure_names_the_reason_and_the_container():
                      " Container p-api-1  Healthy\ncontainer p-responders-1 is unhealthy", "stderr": ""}
     assert compose_failure(result) == {"reason": "container p-responders-1 is unhealthy", "container": "p-responders-1"}
     assert compose_failure({"msg": "something odd"}) == {"reason": "something odd", "container": ""}
+
+
+APP_CONFIG = {
+    "name": "shop",
+    "services": {
+        "worker": {
+            "image": "shop:7", "build": {"context": "."}, "container_name": "w", "ports": [{"target": 8000}],
+            "depends_on": {"redis": {"condition": "service_healthy"}}, "networks": {"default": None},
+            "command": ["celery", "-A", "shop", "worker"], "environment": {"BROKER_URL": "redis://redis:6379/0"},
+            "volumes": [
+                {"type": "bind", "source": "/srv/shop", "target": "/app", "read_only": True},
+                {"type": "bind", "source": "/srv/shop/media", "target": "/media"},
+                {"type": "bind", "source": "/srv/shopping", "target": "/other"},
+                {"type": "volume", "source": "cache", "target": "/cache"},
+            ],
+        },
+        "redis": {"image": "redis:7"},
+        "db": {"image": "postgres:16"},
+    },
+}
+
+
+def test_a_worker_host_runs_the_app_worker_as_resolved_with_the_app_names_pointing_at_the_app_host():
+    project = worker_host_compose(APP_CONFIG, "worker", "10.0.0.5")
+    assert project["name"] == "shop"
+    worker = project["services"]["worker"]
+    assert worker["profiles"] == ["template"]  # never started itself; the pools extend it
+    assert worker["extra_hosts"] == ["db:10.0.0.5", "redis:10.0.0.5"]
+    assert worker["environment"] == {"BROKER_URL": "redis://redis:6379/0"}
+    assert worker["image"] == "shop:7" and worker["command"] == ["celery", "-A", "shop", "worker"]
+    for tied_to_the_app_host in ("build", "container_name", "ports", "depends_on", "networks"):
+        assert tied_to_the_app_host not in worker
+    assert list(project["services"]) == ["worker"]
+
+
+def test_only_the_project_directorys_bind_mounts_are_its_code():
+    assert project_mounts(APP_CONFIG, "worker", "/srv/shop/") == ["/srv/shop", "/srv/shop/media"]
+    assert project_mounts(APP_CONFIG, "redis", "/srv/shop") == []

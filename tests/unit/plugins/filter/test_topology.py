@@ -7,7 +7,10 @@ from ansible_collections.pilito.priority_queue.plugins.filter.topology import (
     memory_bytes,
     memory_in_use_mb,
     memory_shortfall_mb,
+    placed_pools,
+    placement_errors,
     pool_memory_bytes,
+    pools_on_host,
     scale_phases,
     topology_errors,
 )
@@ -130,3 +133,55 @@ def test_an_unchanged_redeploy_on_a_busy_host_fits():
     pools = effective_pools(POOLS, 1)
     assert memory_shortfall_mb(pools, 700) == 1536 - 700
     assert memory_shortfall_mb(pools, 700, workers_in_use_mb=1024) == 0
+
+
+GROUPS = {"all": ["app1", "ai1", "ai2", "work1"], "app": ["app1"], "ai": ["ai1", "ai2"], "workers": ["work1"],
+          "compose_hosts": ["app1", "ai1", "ai2", "work1"], "ungrouped": []}
+PLACED = [
+    {"name": "celery_ai", "queues": ["high_priority"], "concurrency": 2, "memory": "512m", "hosts": ["ai"]},
+    {"name": "celery_worker", "queues": QUEUES, "concurrency": 4, "memory": "1g", "hosts": ["app", "workers"],
+     "phases": {2: {"replicas": 2}}},
+    {"name": "celery_misc", "queues": ["default"], "concurrency": 1, "memory": "256m"},
+]
+
+
+def test_without_hosts_every_pool_runs_on_the_app_host_as_before():
+    pools = effective_pools(POOLS)
+    assert pools_on_host(pools, "app1", GROUPS, "app1") == pools
+    assert pools_on_host(pools, "ai1", GROUPS, "app1") == []
+    assert [pool["replicas"] for pool in placed_pools(pools, GROUPS, "app1")] == [1, 1]
+    assert placement_errors(pools, GROUPS, "app1", GROUPS["compose_hosts"]) == []
+
+
+def test_pools_run_where_their_groups_say_and_count_replicas_over_all_hosts():
+    pools = effective_pools(PLACED, 2)
+    assert [p["name"] for p in pools_on_host(pools, "app1", GROUPS, "app1")] == ["celery_misc", "celery_worker"]
+    assert [p["name"] for p in pools_on_host(pools, "ai2", GROUPS, "app1")] == ["celery_ai"]
+    assert [p["name"] for p in pools_on_host(pools, "work1", GROUPS, "app1")] == ["celery_worker"]
+    placed = {pool["name"]: pool for pool in placed_pools(pools, GROUPS, "app1")}
+    assert placed["celery_ai"]["hosts"] == ["ai1", "ai2"] and placed["celery_ai"]["replicas"] == 2
+    assert placed["celery_worker"]["hosts"] == ["app1", "work1"] and placed["celery_worker"]["replicas"] == 4
+    assert placed["celery_misc"]["hosts"] == ["app1"] and placed["celery_misc"]["replicas"] == 1
+
+
+def test_a_pool_can_name_a_host_instead_of_a_group():
+    pools = effective_pools([dict(PLACED[0], hosts=["ai2"])] + PLACED[1:])
+    assert [p["name"] for p in pools_on_host(pools, "ai2", GROUPS, "app1")] == ["celery_ai"]
+    assert pools_on_host(pools, "ai1", GROUPS, "app1") == []
+
+
+def test_placement_outside_the_inventory_or_the_play_is_refused_by_name():
+    pools = effective_pools([dict(PLACED[0], hosts=["gpu"])] + PLACED[1:])
+    errors = placement_errors(pools, GROUPS, "app1", GROUPS["compose_hosts"])
+    assert errors == ["priority_queue_pools['celery_ai'].hosts: 'gpu' is neither a group with hosts nor a host "
+                      "of the inventory"]
+    errors = placement_errors(effective_pools(PLACED), GROUPS, "app1", ["app1", "work1"])
+    assert len(errors) == 1 and "priority_queue_pools['celery_ai'].hosts places it on ai1, ai2, not in this play" in errors[0]
+    errors = placement_errors(effective_pools(PLACED), GROUPS, "app9", GROUPS["compose_hosts"])
+    assert errors[0].startswith("priority_queue_app_host 'app9' is not a host of this play")
+
+
+def test_hosts_must_be_a_list_of_names():
+    errors = topology_errors(QUEUES, "default", ROUTES, RATES, pools_with("celery_ai", hosts="ai"), 1, "high_priority")
+    assert errors == ["priority_queue_pools['celery_ai'].hosts must list inventory groups or hosts (empty: the app "
+                      "host), got 'ai'"]
