@@ -1,25 +1,26 @@
-"""After deploy.yml over SSH: hosts with their own engines and /usr/bin/python3, the collection as
-installed from its tarball."""
+"""After deploy.yml over SSH, the pools placed by inventory group: the AI pool on mh-ai, the general
+pool on mh-app and mh-workers; each host with its own engine and /usr/bin/python3; the collection
+as installed from its tarball."""
 
+import json
 import os
 import subprocess
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 INSTALLED = ROOT / "build" / "multihost" / "collections"
 INVENTORY = Path(__file__).resolve().parents[1] / "inventory" / "hosts.yml"
 LIBRARY_PACKAGES = ["python3-redis", "python3-celery", "python3-requests", "python3-psycopg2"]
+HOSTS = ["mh-app", "mh-ai", "mh-workers"]
 
 
 def playbook(name, *args):
     """Run one of the installed collection's playbooks by its name against the scenario's hosts."""
-    return subprocess.run(
+    out = subprocess.run(
         ["ansible-playbook", "-i", str(INVENTORY), f"pilito.priority_queue.{name}", *args],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
         env={
             **os.environ,
             "ANSIBLE_COLLECTIONS_PATH": str(INSTALLED),
@@ -29,6 +30,8 @@ def playbook(name, *args):
         },
         check=False,
     )
+    out.text = " ".join((out.stdout + out.stderr).split())
+    return out
 
 
 def on(host_name, command):
@@ -46,6 +49,12 @@ def installed_packages(host_name):
     return {line.split()[0] for line in out.stdout.splitlines() if line.endswith("install ok installed")}
 
 
+def services_running(host_name):
+    out = on(host_name, "docker ps --format '{{.Label \"com.docker.compose.service\"}}'")
+    assert out.returncode == 0, out.stderr
+    return sorted(out.stdout.split())
+
+
 def test_the_collection_runs_from_its_installed_tarball_not_the_working_tree():
     installed = INSTALLED / "ansible_collections" / "pilito" / "priority_queue"
     assert (installed / "MANIFEST.json").is_file()
@@ -53,39 +62,103 @@ def test_the_collection_runs_from_its_installed_tarball_not_the_working_tree():
     assert not (installed / "molecule").exists() and not (installed / "tests").exists()
 
 
-def test_the_deploy_installed_the_modules_libraries_for_the_hosts_own_python():
-    assert installed_packages("mh-app") == set(LIBRARY_PACKAGES)
-    out = on("mh-app", "/usr/bin/python3 -c 'import redis, celery, requests, psycopg2'")
-    assert out.returncode == 0, out.stderr
+def test_each_host_runs_the_pools_its_groups_place_there():
+    assert services_running("mh-app") == ["celery_beat", "celery_worker", "db", "redis", "web"]
+    assert services_running("mh-ai") == ["celery_ai"]
+    assert services_running("mh-workers") == ["celery_worker"]
 
 
-def test_verify_passes_over_ssh():
-    out = playbook("verify")
-    assert out.returncode == 0, out.stdout[-3000:]
-    assert "mh-app" in out.stdout and "failed=0" in out.stdout
+def test_a_worker_host_has_the_app_worker_but_not_its_secrets_in_the_open():
+    files = on("mh-ai", "stat -c '%a %n' /srv/pilito-demo/app/docker-compose.app-worker.yml; ls -a /srv/pilito-demo/app")
+    assert files.stdout.startswith("600 "), files.stdout
+    assert ".env" not in files.stdout.split() and ".git" not in files.stdout.split()
+    assert "manage.py" in files.stdout.split()  # the code the worker mounts, copied from the app host
 
 
-def test_a_host_lacking_the_libraries_is_refused_by_name_when_installing_is_off():
-    assert installed_packages("mh-ai") == set()
-    out = playbook("verify", "-e", "priority_queue_hosts=mh-ai", "-e", "priority_queue_install_host_packages=false")
+def test_the_deploy_installed_the_modules_libraries_for_each_hosts_own_python():
+    for host_name in HOSTS:
+        assert installed_packages(host_name) == set(LIBRARY_PACKAGES), host_name
+        out = on(host_name, "/usr/bin/python3 -c 'import redis, celery, requests, psycopg2'")
+        assert out.returncode == 0, (host_name, out.stderr)
+
+
+def test_verify_counts_each_pools_replicas_over_its_hosts():
+    out = playbook("verify", "-v")
+    assert out.returncode == 0, out.text[-3000:]
+    for host_name in HOSTS:
+        assert f"{host_name} : ok=" in out.text and "failed=0" in out.text
+
+
+def test_a_host_lacking_a_library_is_refused_by_name_then_a_real_run_installs_it():
+    on("mh-workers", "dpkg -r --force-depends python3-redis >/dev/null 2>&1")
+    assert "python3-redis" not in installed_packages("mh-workers")
+    out = playbook("verify", "-e", "priority_queue_hosts=mh-workers", "-e", "priority_queue_install_host_packages=false")
     assert out.returncode != 0
-    text = " ".join((out.stdout + out.stderr).split())
-    assert "mh-ai: its Python (/usr/bin/python3) cannot import redis, celery, requests" in text, text[-2000:]
-    assert "Install python3-redis python3-celery python3-requests" in text
-    assert installed_packages("mh-ai") == set()
-
-
-def test_check_mode_installs_nothing_and_says_a_real_run_would():
+    assert "mh-workers: its Python (/usr/bin/python3) cannot import redis." in out.text, out.text[-2000:]
+    assert "Install python3-redis (Debian packages), or set priority_queue_install_host_packages: true" in out.text
     out = playbook("verify", "--check", "-e", "priority_queue_hosts=mh-workers")
     assert out.returncode != 0
-    text = " ".join((out.stdout + out.stderr).split())
-    assert "Check mode installs nothing; a real run installs python3-redis python3-celery python3-requests" in text, text[-2000:]
-    assert installed_packages("mh-workers") == set()
+    assert "Check mode installs nothing; a real run installs python3-redis." in out.text, out.text[-2000:]
+    assert "python3-redis" not in installed_packages("mh-workers")
+    out = playbook("verify", "-e", "priority_queue_hosts=mh-workers")
+    assert out.returncode == 0, out.text[-2000:]
+    assert installed_packages("mh-workers") == set(LIBRARY_PACKAGES)
 
 
-@pytest.mark.parametrize("plan", ["plan_c"])
-def test_a_rollback_plan_runs_over_ssh_and_verify_passes_after_it(plan):
-    out = playbook("rollback", "--tags", plan)
-    assert out.returncode == 0, out.stdout[-3000:]
+def started_at(host_name, service):
+    out = on(host_name, f"docker inspect --format '{{{{.State.StartedAt}}}}' "
+                        f"$(docker ps -q --filter label=com.docker.compose.service={service})")
+    assert out.returncode == 0, out.stderr
+    return sorted(out.stdout.split())
+
+
+def test_plan_c_restarts_the_celery_services_on_every_host():
+    before = {host_name: started_at(host_name, service)
+              for host_name, service in [("mh-ai", "celery_ai"), ("mh-workers", "celery_worker"),
+                                         ("mh-app", "celery_worker")]}
+    out = playbook("rollback", "--tags", "plan_c")
+    assert out.returncode == 0, out.text[-3000:]
+    for (host_name, service), started in zip([("mh-ai", "celery_ai"), ("mh-workers", "celery_worker"),
+                                              ("mh-app", "celery_worker")], before.values()):
+        after = started_at(host_name, service)
+        assert len(after) == len(started) and min(after) > max(started), (host_name, service, started, after)
+
+
+def containers_of(host_name, service):
+    out = on(host_name, f"docker ps -q --filter label=com.docker.compose.service={service}")
+    assert out.returncode == 0, out.stderr
+    return len(out.stdout.split())
+
+
+def test_scale_phase_2_adds_replicas_on_each_host_and_phase_1_takes_them_back():
+    out = playbook("deploy", "-e", "priority_queue_scale_phase=2")
+    assert out.returncode == 0, out.text[-3000:]
+    assert containers_of("mh-ai", "celery_ai") == 2
+    out = playbook("deploy")
+    assert out.returncode == 0, out.text[-3000:]
+    assert containers_of("mh-ai", "celery_ai") == 1
+    assert containers_of("mh-app", "celery_worker") == containers_of("mh-workers", "celery_worker") == 1
+
+
+def test_a_deploy_that_fails_on_one_host_is_undone_on_every_host():
+    image = on("mh-ai", "docker inspect --format '{{.Config.Image}}' "
+                        "$(docker ps -q --filter label=com.docker.compose.service=celery_ai)").stdout.strip()
+    assert image
+    # Phase 2 starts a second AI container on mh-ai, whose name a stray container holds there.
+    blocker = on("mh-ai", f"docker create --name pilito-demo-celery_ai-2 {image} true")
+    assert blocker.returncode == 0, blocker.stderr
+    override = "/srv/pilito-demo/app/docker-compose.priority-queue.yml"
+    before = {host_name: on(host_name, f"cat {override}").stdout for host_name in HOSTS}
+    try:
+        out = playbook("deploy", "-e", "priority_queue_scale_phase=2")
+        assert out.returncode != 0
+        assert "already in use" in out.text, out.text[-3000:]  # mh-ai's own failure, with Compose's reason
+        assert "so it was undone here as well" in out.text  # mh-workers, whose own part had gone through
+        for host_name in HOSTS:
+            assert on(host_name, f"cat {override}").stdout == before[host_name], host_name
+        assert containers_of("mh-ai", "celery_ai") == 1
+        assert containers_of("mh-app", "celery_worker") == containers_of("mh-workers", "celery_worker") == 1
+    finally:
+        on("mh-ai", "docker rm -f pilito-demo-celery_ai-2")
     out = playbook("verify")
-    assert out.returncode == 0, out.stdout[-3000:]
+    assert out.returncode == 0, out.text[-3000:]
