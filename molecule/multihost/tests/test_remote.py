@@ -2,7 +2,6 @@
 pool on mh-app and mh-workers; each host with its own engine and /usr/bin/python3; the collection
 as installed from its tarball."""
 
-import json
 import os
 import subprocess
 from pathlib import Path
