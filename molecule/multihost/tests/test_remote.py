@@ -2,9 +2,12 @@
 pool on mh-app and mh-workers; each host with its own engine and /usr/bin/python3; the collection
 as installed from its tarball."""
 
+import json
 import os
 import subprocess
+import time
 from pathlib import Path
+
 
 ROOT = Path(__file__).resolve().parents[3]
 INSTALLED = ROOT / "build" / "multihost" / "collections"
@@ -14,7 +17,9 @@ HOSTS = ["mh-app", "mh-ai", "mh-workers"]
 
 
 def playbook(name, *args):
-    """Run one of the installed collection's playbooks by its name against the scenario's hosts."""
+    """Run one of the installed collection's playbooks by its name against the scenario's hosts; its
+    wall time goes to build/multihost/playbook_times.jsonl."""
+    start = time.monotonic()
     out = subprocess.run(
         ["ansible-playbook", "-i", str(INVENTORY), f"pilito.priority_queue.{name}", *args],
         capture_output=True,
@@ -30,6 +35,9 @@ def playbook(name, *args):
         check=False,
     )
     out.text = " ".join((out.stdout + out.stderr).split())
+    with (ROOT / "build" / "multihost" / "playbook_times.jsonl").open("a") as times:
+        times.write(json.dumps({"playbook": name, "args": list(args), "rc": out.returncode,
+                                "seconds": round(time.monotonic() - start, 1)}) + "\n")
     return out
 
 
@@ -129,14 +137,14 @@ def containers_of(host_name, service):
     return len(out.stdout.split())
 
 
-def test_scale_phase_2_adds_replicas_on_each_host_and_phase_1_takes_them_back():
-    out = playbook("deploy", "-e", "priority_queue_scale_phase=2")
+def test_plan_a_stops_the_ai_pool_where_it_runs_and_the_general_pool_serves_every_queue():
+    out = playbook("rollback", "--tags", "plan_a")
     assert out.returncode == 0, out.text[-3000:]
-    assert containers_of("mh-ai", "celery_ai") == 2
+    assert containers_of("mh-ai", "celery_ai") == 0
+    assert containers_of("mh-app", "celery_worker") == containers_of("mh-workers", "celery_worker") == 1
     out = playbook("deploy")
     assert out.returncode == 0, out.text[-3000:]
     assert containers_of("mh-ai", "celery_ai") == 1
-    assert containers_of("mh-app", "celery_worker") == containers_of("mh-workers", "celery_worker") == 1
 
 
 def test_a_deploy_that_fails_on_one_host_is_undone_on_every_host():
@@ -159,5 +167,22 @@ def test_a_deploy_that_fails_on_one_host_is_undone_on_every_host():
         assert containers_of("mh-app", "celery_worker") == containers_of("mh-workers", "celery_worker") == 1
     finally:
         on("mh-ai", "docker rm -f pilito-demo-celery_ai-2")
-    out = playbook("verify")
+
+
+def test_scale_phase_2_adds_replicas_on_each_host_and_phase_1_takes_them_back():
+    out = playbook("deploy", "-e", "priority_queue_scale_phase=2")
     assert out.returncode == 0, out.text[-3000:]
+    assert containers_of("mh-ai", "celery_ai") == 2
+    out = playbook("deploy")
+    assert out.returncode == 0, out.text[-3000:]
+    assert containers_of("mh-ai", "celery_ai") == 1
+    assert containers_of("mh-app", "celery_worker") == containers_of("mh-workers", "celery_worker") == 1
+
+
+def test_plan_b_removes_the_pools_from_the_hosts_that_ran_none_before():
+    out = playbook("rollback", "--tags", "plan_b")
+    assert out.returncode == 0, out.text[-3000:]
+    assert services_running("mh-ai") == services_running("mh-workers") == []
+    assert services_running("mh-app") == ["celery_beat", "celery_worker", "db", "redis", "web"]
+    for host_name in ("mh-ai", "mh-workers"):
+        assert on(host_name, "ls /srv/pilito-demo/app/docker-compose.app-worker.yml").returncode != 0, host_name
