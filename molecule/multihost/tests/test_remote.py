@@ -120,13 +120,11 @@ def started_at(host_name, service):
 
 
 def test_plan_c_restarts_the_celery_services_on_every_host():
-    before = {host_name: started_at(host_name, service)
-              for host_name, service in [("mh-ai", "celery_ai"), ("mh-workers", "celery_worker"),
-                                         ("mh-app", "celery_worker")]}
+    pools = [("mh-ai", "celery_ai"), ("mh-workers", "celery_worker"), ("mh-app", "celery_worker")]
+    before = [started_at(host_name, service) for host_name, service in pools]
     out = playbook("rollback", "--tags", "plan_c")
     assert out.returncode == 0, out.text[-3000:]
-    for (host_name, service), started in zip([("mh-ai", "celery_ai"), ("mh-workers", "celery_worker"),
-                                              ("mh-app", "celery_worker")], before.values()):
+    for (host_name, service), started in zip(pools, before):
         after = started_at(host_name, service)
         assert len(after) == len(started) and min(after) > max(started), (host_name, service, started, after)
 
