@@ -43,6 +43,7 @@ def sleep(seconds):
 """
 
 BACKPORT_LINE = "QUEUE_ORDER_BACKPORTED = _keep_queue_order()"
+FETCH_BACKPORT_LINE = "FETCH_ON_CLOSE_BACKPORTED = _read_fetch_on_close()"
 
 
 @pytest.fixture
@@ -54,12 +55,16 @@ def readable_tmp():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def app_dir(directory, backport=True):
+def app_dir(directory, backport=True, fetch_backport=True):
+    """The app and the rendered config; without a backport when asked, to show the bug it fixes."""
     config = render_celery_config(directory)
+    text = config.read_text()
+    assert BACKPORT_LINE in text and FETCH_BACKPORT_LINE in text
     if not backport:
-        text = config.read_text()
-        assert BACKPORT_LINE in text
-        config.write_text(text.replace(BACKPORT_LINE, "QUEUE_ORDER_BACKPORTED = False"))
+        text = text.replace(BACKPORT_LINE, "QUEUE_ORDER_BACKPORTED = False")
+    if not fetch_backport:
+        text = text.replace(FETCH_BACKPORT_LINE, "FETCH_ON_CLOSE_BACKPORTED = False")
+    config.write_text(text)
     (directory / "orderapp.py").write_text(ORDER_APP)
     for path in directory.iterdir():
         path.chmod(0o644)
@@ -83,10 +88,10 @@ def workers(redis_server, redis_client, demo_images, readable_tmp):
     """Start named workers in the demo image: start(node, queues, seed, backport=True, concurrency=2)."""
     names = []
 
-    def start(node, queues, seed, backport=True, concurrency=2, config=True):
+    def start(node, queues, seed, backport=True, concurrency=2, config=True, fetch_backport=True):
         directory = readable_tmp / f"{node.replace('@', '-')}-{seed}"
         directory.mkdir(mode=0o755)
-        app_dir(directory, backport)
+        app_dir(directory, backport, fetch_backport)
         if not config:
             (directory / "celery_priority.py").unlink()
             (directory / "orderapp.py").write_text(ORDER_APP.replace(

@@ -1,5 +1,6 @@
 """The rendered Celery config module, imported as a worker imports it: the queue-order backport
-(on for kombu before 5.7, off after) and the fetch hold behind the priority_queue_fetch command."""
+(on for kombu before 5.7, off after), the fetch-on-close backport (on before 5.3) and the fetch
+hold behind the priority_queue_fetch command."""
 
 import importlib.util
 import time
@@ -17,6 +18,7 @@ def load_config(tmp_path, monkeypatch):
     """Import a freshly rendered celery_priority with kombu.VERSION set as given; the Channel class
     gets its own active_queues back afterwards."""
     original = kombu_redis.Channel.__dict__["active_queues"]
+    original_close = kombu_redis.Channel.__dict__["close"]
 
     def load(version=tuple(kombu.VERSION)):
         monkeypatch.setattr(kombu, "VERSION", version)
@@ -28,6 +30,7 @@ def load_config(tmp_path, monkeypatch):
 
     yield load
     kombu_redis.Channel.active_queues = original
+    kombu_redis.Channel.close = original_close
 
 
 def fake_channel(active, fanout=()):
@@ -47,6 +50,31 @@ def test_from_kombu_5_7_nothing_is_changed(load_config):
     config = load_config((5, 7, 0, "", ""))
     assert config.QUEUE_ORDER_BACKPORTED is False
     assert kombu_redis.Channel.__dict__["active_queues"] is before
+
+
+def test_before_kombu_5_3_a_channel_reads_its_fetch_in_flight_before_it_closes(load_config, monkeypatch):
+    closed = []
+    monkeypatch.setattr(kombu_redis.Channel, "close", lambda self: closed.append(self._in_poll))
+    config = load_config((5, 2, 4, "", ""))
+    assert config.FETCH_ON_CLOSE_BACKPORTED is True
+    read = []
+
+    def brpop_read():
+        read.append(True)
+        channel._in_poll = None
+
+    channel = SimpleNamespace(_in_poll=object(), _closing=False, connection_errors=(), _brpop_read=brpop_read)
+    kombu_redis.Channel.close(channel)
+    assert read == [True] and closed == [None] and channel._closing is True
+    kombu_redis.Channel.close(SimpleNamespace(_in_poll=None, _closing=False, connection_errors=(), _brpop_read=None))
+    assert closed == [None, None]  # nothing in flight: closed as before
+
+
+def test_from_kombu_5_3_close_is_kombus_own(load_config):
+    before = kombu_redis.Channel.__dict__["close"]
+    config = load_config((5, 3, 0, "", ""))
+    assert config.FETCH_ON_CLOSE_BACKPORTED is False
+    assert kombu_redis.Channel.__dict__["close"] is before
 
 
 def test_an_app_configured_in_code_loads_it_with_config_from_object(load_config):
