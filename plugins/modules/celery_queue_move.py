@@ -22,7 +22,7 @@ description:
     Messages that are not kombu JSON move unchanged.
   - Highest priority (step 0) moves first. Moved messages queue behind those already waiting on the destination.
   - Only waiting messages move, unless O(include_unacked) also moves the reserved messages of workers that
-    are gone.
+    are gone (never those of a live worker).
 author:
   - pilito developers (@pilito)
 extends_documentation_fragment:
@@ -56,15 +56,28 @@ options:
       - Also move messages that workers reserved and never acknowledged (kombu's C(unacked) hash) whose
         routing key is the source. kombu would return them to the source after its visibility timeout; moved,
         they go to the front of the destination (they were being worked on), as kombu restores them.
-      - Only when no running worker consumes the source, or a message a live worker still holds would run
-        twice. A rollback meets that after the source's workers stopped; so does a deploy for the old queue.
+      - Before moving any, the module asks the workers over the broker (Celery's remote control). While a live
+        worker, on any host, consumes the source, none of the source's reserved messages moves; otherwise those
+        a live worker holds (active, reserved or scheduled) stay. Moved, such a message would run twice.
+        What stays is counted in RV(kept_unacked), with a warning.
+      - A worker that does not answer within O(workers_timeout) counts as gone. A rollback moves reserved
+        messages after the source's workers stopped; so does a deploy for the old queue.
     type: bool
     default: false
+  workers_timeout:
+    description:
+      - Seconds to wait for the workers' answers before reserved messages move (with O(include_unacked), and
+        only when the source has reserved messages).
+    type: float
+    default: 2.0
   batch_size:
     description:
       - Messages moved per round trip to the broker. Each move stays atomic on its own.
     type: int
     default: 1000
+requirements:
+  - celery (Python library) on the managed host, for O(include_unacked) (remote control)
+  - redis (Python library, 4.1 or newer)
 """
 
 EXAMPLES = r"""
@@ -94,6 +107,13 @@ moved_unacked:
   returned: always
   type: int
   sample: 1
+kept_unacked:
+  description:
+    - Reserved messages of the source left in the C(unacked) hash because a live worker consumes the source or
+      holds them (with O(include_unacked)). kombu gives them back to the source if their worker dies.
+  returned: always
+  type: int
+  sample: 0
 moved_by_priority:
   description: Messages moved per priority step (keys are the steps as strings).
   returned: always
@@ -130,6 +150,7 @@ from ansible_collections.pilito.priority_queue.plugins.module_utils.broker impor
     queue_keys,
     unacked_entries,
 )
+from ansible_collections.pilito.priority_queue.plugins.module_utils.workers import active_queues, ask, control_app
 
 
 def waiting(client, queue, priority_steps, prefix=""):
@@ -219,6 +240,30 @@ def orphans(client, source, priority_steps, prefix=""):
             for tag, raw, message, routing_key in unacked_entries(client, prefix) if routing_key == source]
 
 
+def task_id(message):
+    headers = message.get("headers") if isinstance(message.get("headers"), dict) else {}
+    properties = message.get("properties") if isinstance(message.get("properties"), dict) else {}
+    return headers.get("id") or properties.get("correlation_id")
+
+
+def held_by_live_workers(app, source, found, timeout):
+    """Split the source's reserved messages into (free to move, kept, the live consumers of the source).
+    Read after the unacked hash: a message a live worker took before is in its answer by then."""
+    live = active_queues(app, timeout)
+    consumers = sorted(node for node, queues in live.items() if source in queues)
+    if consumers:
+        return [], found, consumers
+    held = set()
+    for name in ("active", "reserved", "scheduled"):
+        for requests in ask(app, name, timeout, nodes=list(live)).values():
+            for item in requests if isinstance(requests, list) else []:
+                request = item.get("request", item) if isinstance(item, dict) else {}
+                held.add(request.get("id"))
+    held.discard(None)
+    return ([item for item in found if task_id(item[2]) not in held],
+            [item for item in found if task_id(item[2]) in held], [])
+
+
 def move_unacked(client, found, destination, priority_steps, prefix=""):
     script = client.register_script(MOVE_UNACKED_SCRIPT)
     moved = {str(step): 0 for step in priority_steps}
@@ -241,6 +286,7 @@ def main():
         limit=dict(type="int"),
         batch_size=dict(type="int", default=1000),
         include_unacked=dict(type="bool", default=False),
+        workers_timeout=dict(type="float", default=2.0),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
@@ -259,6 +305,15 @@ def main():
     source_before = waiting(client, source, steps, prefix)
     destination_before = sum(waiting(client, destination, steps, prefix).values())
     reserved = orphans(client, source, steps, prefix) if params["include_unacked"] else []
+    kept, consumers = [], []
+    if reserved:
+        reserved, kept, consumers = held_by_live_workers(control_app(module, target), source, reserved,
+                                                         params["workers_timeout"])
+    if kept:
+        why = (f"live workers consume {source} ({', '.join(consumers)})" if consumers
+               else "live workers hold them")
+        module.warn(f"{len(kept)} reserved messages of {source} stay reserved: {why}. Moved, they would run "
+                    f"twice; should their worker die, kombu gives them back to {source}.")
     if module.check_mode:
         moved = plan(source_before, params["limit"])
         unacked = {str(step): sum(1 for item in reserved if item[3] == step) for step in steps}
@@ -270,6 +325,7 @@ def main():
         changed=waiting_moved + unacked_moved > 0,
         moved=waiting_moved + unacked_moved,
         moved_unacked=unacked_moved,
+        kept_unacked=len(kept),
         moved_by_priority={step: count + unacked.get(step, 0) for step, count in moved.items()},
         source_length=dict(before=sum(source_before.values()), after=sum(source_before.values()) - waiting_moved),
         destination_length=dict(before=destination_before, after=destination_before + waiting_moved + unacked_moved),

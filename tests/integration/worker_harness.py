@@ -1,6 +1,7 @@
 """Real Celery workers for the tests: a tiny app (orderapp) in the demo app image, loading the
 rendered config, on the session's Redis. Its task record(queue) notes the queue of each message it
-runs, in order, in the list "started"; sleep(seconds) keeps a process busy."""
+runs, in order, in the list "started"; sleep(seconds) keeps a process busy; hold(tag, seconds) does
+both, noting the tag once it has slept."""
 
 import base64
 import json
@@ -40,6 +41,12 @@ def record(queue):
 @app.task(name="orderapp.sleep")
 def sleep(seconds):
     time.sleep(seconds)
+
+
+@app.task(name="orderapp.hold")
+def hold(tag, seconds):
+    time.sleep(seconds)
+    started.rpush("started", tag)
 """
 
 BACKPORT_LINE = "QUEUE_ORDER_BACKPORTED = _keep_queue_order()"
