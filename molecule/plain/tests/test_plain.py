@@ -1,6 +1,5 @@
 """The plain app after deploy.yml, and then a whole sequence under a producer's steady load:
-verify.yml, scale phase 2 from the command line and back, plan A, plan C, plan C in full, a
-redeploy that fails and undoes itself, a release that moves the app's image tag, plan B bringing
+verify.yml, plan A, plan C, plan C in full, a redeploy that fails and undoes itself, a release that moves the app's image tag, plan B bringing
 back the image it replaced, a first deploy that fails and undoes itself, a last deploy. Every task
 the producer sent is then counted in the app's own database: each ran exactly once."""
 
@@ -192,10 +191,6 @@ def sequence():
         steps[key]["sent_during"] = [first, len(producer.sent)]
 
     step("verify", "verify")
-    step("scale_2", "deploy", "-e", "priority_queue_scale_phase=2")
-    seen["responders_at_phase_2"] = len(running_image("responders"))
-    step("scale_1", "deploy")
-    seen["responders_at_phase_1"] = len(running_image("responders"))
     step("plan_a", "rollback", tags="plan_a")
     seen["after_plan_a"] = consumers()
     step("deploy_after_a", "deploy")
@@ -257,14 +252,9 @@ def test_the_backup_was_taken_over_tcp_with_the_password(host):
 
 def test_each_step_of_the_sequence(sequence):
     steps = sequence["steps"]
-    for name in ("verify", "scale_2", "scale_1", "plan_a", "deploy_after_a", "plan_c", "plan_c_full",
+    for name in ("verify", "plan_a", "deploy_after_a", "plan_c", "plan_c_full",
                  "release_deploy", "plan_b", "last_deploy"):
         assert steps[name]["rc"] == 0, (name, failures(steps[name]["out"]))
-
-
-def test_scale_phase_from_the_command_line(sequence):
-    assert sequence["seen"]["responders_at_phase_2"] == 2
-    assert sequence["seen"]["responders_at_phase_1"] == 1
 
 
 def test_plan_a_leaves_the_general_pool_on_every_queue(sequence):
