@@ -1,6 +1,8 @@
 """After deploy.yml over SSH, the pools placed by inventory group: the AI pool on mh-ai, the general
 pool on mh-app and mh-workers; each host with its own engine and /usr/bin/python3; the collection
-as installed from its tarball."""
+as installed from its tarball. A producer on the app host sends the demo's tasks through its web
+API from the first test to the last: every task then ran exactly once, and the AI tasks sent after
+each step waited for a worker less than verify's threshold."""
 
 import json
 import os
@@ -8,18 +10,25 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+import redis
+
 
 ROOT = Path(__file__).resolve().parents[3]
 INSTALLED = ROOT / "build" / "multihost" / "collections"
 INVENTORY = Path(__file__).resolve().parents[1] / "inventory" / "hosts.yml"
 LIBRARY_PACKAGES = ["python3-redis", "python3-celery", "python3-requests", "python3-psycopg2"]
 HOSTS = ["mh-app", "mh-ai", "mh-workers"]
+BROKER = "redis://172.30.99.11:6379"  # the app host publishes it on the hosts' network
+APP_COMPOSE = "docker compose --project-directory /srv/pilito-demo/app -f /srv/pilito-demo/app/docker-compose.yml"
+LATENCY_THRESHOLD_SECONDS = 0.5  # priority_queue_verify_latency_threshold_seconds in group_vars
+STEPS = []  # (playbook, args, wall-clock start, end) of each playbook run, for the latency windows
 
 
 def playbook(name, *args):
     """Run one of the installed collection's playbooks by its name against the scenario's hosts; its
     wall time goes to build/multihost/playbook_times.jsonl."""
-    start = time.monotonic()
+    start, wall_start = time.monotonic(), time.time()
     out = subprocess.run(
         ["ansible-playbook", "-i", str(INVENTORY), f"pilito.priority_queue.{name}", *args],
         capture_output=True,
@@ -35,6 +44,7 @@ def playbook(name, *args):
         check=False,
     )
     out.text = " ".join((out.stdout + out.stderr).split())
+    STEPS.append((name, list(args), wall_start, time.time()))
     with (ROOT / "build" / "multihost" / "playbook_times.jsonl").open("a") as times:
         times.write(json.dumps({"playbook": name, "args": list(args), "rc": out.returncode,
                                 "seconds": round(time.monotonic() - start, 1)}) + "\n")
@@ -60,6 +70,35 @@ def services_running(host_name):
     out = on(host_name, "docker ps --format '{{.Label \"com.docker.compose.service\"}}'")
     assert out.returncode == 0, out.stderr
     return sorted(out.stdout.split())
+
+
+class Producer:
+    """producer.py on the app host (its own Python, stdlib only), sending across the three queues."""
+
+    def __init__(self, prefix, rate):
+        self.prefix = prefix
+        on("mh-app", "rm -f /tmp/stop-producer")
+        # Ended by stop(), not by a with block: it runs from the first test to the last.
+        self.process = subprocess.Popen(  # pylint: disable=consider-using-with
+            ["docker", "exec", "-i", "pilito-mh-app", "python3", "-", prefix, str(rate)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.process.stdin.write((Path(__file__).parent / "producer.py").read_text())
+        self.process.stdin.close()
+        self.report = None
+
+    def stop(self):
+        if self.report is None:
+            on("mh-app", "touch /tmp/stop-producer")
+            out, err = self.process.communicate(timeout=300)
+            self.report = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"error": err[-2000:]}
+        return self.report
+
+
+@pytest.fixture(scope="module", autouse=True)
+def producer():
+    running = Producer(f"mh{int(time.time())}", 2)
+    yield running
+    running.stop()
 
 
 def test_the_collection_runs_from_its_installed_tarball_not_the_working_tree():
@@ -129,6 +168,25 @@ def test_plan_c_restarts_the_celery_services_on_every_host():
         assert len(after) == len(started) and min(after) > max(started), (host_name, service, started, after)
 
 
+def container_times(host_name, service, field):
+    out = on(host_name, f"docker inspect --format '{{{{.State.{field}}}}}' "
+                        f"$(docker ps -aq --filter label=com.docker.compose.service={service})")
+    assert out.returncode == 0, out.stderr
+    return sorted(out.stdout.split())
+
+
+def test_plan_c_full_stops_the_worker_hosts_pools_before_the_broker_and_starts_them_after():
+    out = playbook("rollback", "--tags", "plan_c_full")
+    assert out.returncode == 0, out.text[-3000:]
+    assert "pools stopped while the app host's stack went down and up" in out.text
+    broker_started = container_times("mh-app", "redis", "StartedAt")
+    assert len(broker_started) == 1
+    for host_name, service in (("mh-ai", "celery_ai"), ("mh-workers", "celery_worker")):
+        stopped, started = container_times(host_name, service, "FinishedAt"), started_at(host_name, service)
+        assert len(started) == 1 and max(stopped) < broker_started[0] < min(started), (host_name, stopped, started)
+    assert containers_of("mh-app", "celery_worker") == 1
+
+
 def containers_of(host_name, service):
     out = on(host_name, f"docker ps -q --filter label=com.docker.compose.service={service}")
     assert out.returncode == 0, out.stderr
@@ -184,3 +242,72 @@ def test_plan_b_removes_the_pools_from_the_hosts_that_ran_none_before():
     assert services_running("mh-app") == ["celery_beat", "celery_worker", "db", "redis", "web"]
     for host_name in ("mh-ai", "mh-workers"):
         assert on(host_name, "ls /srv/pilito-demo/app/docker-compose.app-worker.yml").returncode != 0, host_name
+
+
+def task_runs(prefix):
+    """Rows in the app's task_run table per task id (one row per finished run)."""
+    psql = f"""{APP_COMPOSE} exec -T db sh -c 'psql -U "$POSTGRES_USER" -d "$POSTGRES_DB" -tAF,'"""
+    out = subprocess.run(
+        ["docker", "exec", "-i", "pilito-mh-app", "sh", "-c", psql],
+        input=f"SELECT task_id, count(*) FROM task_run WHERE task_id LIKE '{prefix}-%' GROUP BY task_id;\n",
+        capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    return {task_id: int(count) for task_id, count in (line.split(",") for line in out.stdout.split())}
+
+
+def where_in_the_broker(task_ids):
+    """Each task id -> the broker keys whose values mention it (waiting lists, the unacked hash)."""
+    client = redis.Redis.from_url(BROKER + "/0")
+    found = {task: [] for task in task_ids}
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        values = client.lrange(key, 0, -1) if kind == b"list" else client.hvals(key) if kind == b"hash" else []
+        for value in values:
+            for task in task_ids:
+                if task.encode() in value:
+                    found[task].append(key.decode(errors="replace"))
+    return found
+
+
+def ai_waits():
+    """(sent_at, seconds until a worker started it) of each AI reply the producer asked for, from
+    the results the demo's task stores (its result backend is the broker's database 1)."""
+    client = redis.Redis.from_url(BROKER + "/1")
+    waits = []
+    for key in client.scan_iter("celery-task-meta-*", count=1000):
+        result = json.loads(client.get(key) or "{}").get("result")
+        if isinstance(result, dict) and str(result.get("answer", "")).startswith("AI reply to: multihost"):
+            waits.append((result["sent_at"], result["started_at"] - result["sent_at"]))
+    return sorted(waits)
+
+
+def test_every_task_ran_exactly_once_and_ai_replies_waited_little_after_each_step(producer):
+    report = producer.stop()
+    assert report.get("sent") and not report.get("unsent"), report
+    deadline = time.monotonic() + 300
+    while True:
+        counts = task_runs(producer.prefix)
+        missing = [task_id for task_id in report["sent"] if counts.get(task_id, 0) == 0]
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    twice = {task_id: count for task_id, count in counts.items() if count > 1}
+    waits = ai_waits()
+    # After each step but the last (plan B returns to one queue, the runbook's "before"): the AI
+    # replies sent in the 15 s after it ended.
+    after = {f"{name} {' '.join(args)}".strip(): [wait for sent, wait in waits if end <= sent <= end + 15]
+             for name, args, _start, end in STEPS[:-1]}
+    during = {f"{name} {' '.join(args)}".strip(): max([wait for sent, wait in waits if start <= sent <= end],
+                                                      default=None)
+              for name, args, start, end in STEPS}
+    (ROOT / "build" / "multihost" / "load.json").write_text(json.dumps(dict(
+        sent=len(report["sent"]), ran_once=sum(1 for task_id in report["sent"] if counts.get(task_id) == 1),
+        retried=len(report["retried"]), ai_replies=len(waits),
+        worst_ai_wait_after_step={step: max(values, default=None) for step, values in after.items()},
+        worst_ai_wait_during_step=during), indent=1))
+    assert not missing, (f"{len(missing)} of {len(report['sent'])} tasks never ran: {missing[:10]}",
+                         where_in_the_broker(missing[:10]))
+    assert not twice, f"ran more than once: {twice} (sends retried: {report['retried']})"
+    slow = {step: max(values) for step, values in after.items() if max(values, default=0) > LATENCY_THRESHOLD_SECONDS}
+    assert not slow, f"AI replies waited longer than {LATENCY_THRESHOLD_SECONDS} s after these steps: {slow}"
+    assert all(len(values) >= 3 for values in after.values()), {step: len(values) for step, values in after.items()}
