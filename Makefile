@@ -40,7 +40,7 @@ unit: venv
 	pytest tests/unit
 
 integration: venv docker
-	pytest tests/integration
+	pytest --durations=10 tests/integration
 
 molecule: venv docker  ## each scenario; on failure, the verifiers' failures are printed last
 	rm -f build/molecule_failures.txt
