@@ -134,9 +134,7 @@ def test_a_worker_host_has_the_app_worker_but_not_its_secrets_in_the_open():
 def test_the_deploy_carried_the_apps_image_to_the_worker_hosts():
     # create.yml loaded the demo's images into the app host's engine only.
     pools = {"mh-app": "celery_worker", "mh-ai": "celery_ai", "mh-workers": "celery_worker"}
-    images = {host_name: on(host_name, "docker inspect --format '{{.Image}}' "
-                                       f"$(docker ps -q --filter label=com.docker.compose.service={service})"
-                            ).stdout.split()
+    images = {host_name: inspect_service(host_name, service, "{{.Image}}")
               for host_name, service in pools.items()}
     assert all(images.values()) and len({image for found in images.values() for image in found}) == 1, images
 
@@ -171,11 +169,17 @@ def test_a_host_lacking_a_library_is_refused_by_name_then_a_real_run_installs_it
     assert installed_packages("mh-workers") == set(LIBRARY_PACKAGES)
 
 
-def started_at(host_name, service):
-    out = on(host_name, f"docker inspect --format '{{{{.State.StartedAt}}}}' "
-                        f"$(docker ps -q --filter label=com.docker.compose.service={service})")
+def inspect_service(host_name, service, template, stopped_too=False):
+    """A `docker inspect --format` template over the containers of a service on a host, sorted."""
+    listing = "docker ps -aq" if stopped_too else "docker ps -q"
+    out = on(host_name, f"docker inspect --format '{template}' "
+                        f"$({listing} --filter label=com.docker.compose.service={service})")
     assert out.returncode == 0, out.stderr
     return sorted(out.stdout.split())
+
+
+def started_at(host_name, service):
+    return inspect_service(host_name, service, "{{.State.StartedAt}}")
 
 
 def test_plan_c_restarts_the_celery_services_on_every_host():
@@ -188,21 +192,15 @@ def test_plan_c_restarts_the_celery_services_on_every_host():
         assert len(after) == len(started) and min(after) > max(started), (host_name, service, started, after)
 
 
-def container_times(host_name, service, field):
-    out = on(host_name, f"docker inspect --format '{{{{.State.{field}}}}}' "
-                        f"$(docker ps -aq --filter label=com.docker.compose.service={service})")
-    assert out.returncode == 0, out.stderr
-    return sorted(out.stdout.split())
-
-
 def test_plan_c_full_stops_the_worker_hosts_pools_before_the_broker_and_starts_them_after():
     out = playbook("rollback", "--tags", "plan_c_full")
     assert out.returncode == 0, out.text[-3000:]
     assert "pools stopped while the app host's stack went down and up" in out.text
-    broker_started = container_times("mh-app", "redis", "StartedAt")
+    broker_started = inspect_service("mh-app", "redis", "{{.State.StartedAt}}", stopped_too=True)
     assert len(broker_started) == 1
     for host_name, service in (("mh-ai", "celery_ai"), ("mh-workers", "celery_worker")):
-        stopped, started = container_times(host_name, service, "FinishedAt"), started_at(host_name, service)
+        stopped = inspect_service(host_name, service, "{{.State.FinishedAt}}", stopped_too=True)
+        started = started_at(host_name, service)
         assert len(started) == 1 and max(stopped) < broker_started[0] < min(started), (host_name, stopped, started)
     assert containers_of("mh-app", "celery_worker") == 1
 
@@ -275,20 +273,6 @@ def task_runs(prefix):
     return {task_id: int(count) for task_id, count in (line.split(",") for line in out.stdout.split())}
 
 
-def where_in_the_broker(task_ids):
-    """Each task id -> the broker keys whose values mention it (waiting lists, the unacked hash)."""
-    client = redis.Redis.from_url(BROKER + "/0")
-    found = {task: [] for task in task_ids}
-    for key in client.scan_iter(count=1000):
-        kind = client.type(key)
-        values = client.lrange(key, 0, -1) if kind == b"list" else client.hvals(key) if kind == b"hash" else []
-        for value in values:
-            for task in task_ids:
-                if task.encode() in value:
-                    found[task].append(key.decode(errors="replace"))
-    return found
-
-
 def ai_waits():
     """Task id -> (sent_at, seconds until a worker started it) of each AI reply the producer asked
     for, from the results the demo's task stores (its result backend is the broker's database 1)."""
@@ -305,7 +289,8 @@ def ai_waits():
     return waits
 
 
-def test_every_task_ran_exactly_once_and_ai_replies_waited_little_after_each_step(producer):
+def test_every_task_ran_exactly_once_and_ai_replies_waited_little_after_each_step(
+        producer, where_in_the_broker):
     report = producer.stop()
     assert report.get("sent") and not report.get("unsent"), report
     deadline = time.monotonic() + 300
@@ -330,7 +315,7 @@ def test_every_task_ran_exactly_once_and_ai_replies_waited_little_after_each_ste
         worst_ai_wait_after_step={step: max(values, default=None) for step, values in after.items()},
         worst_ai_wait_during_step=during), indent=1))
     assert not missing, (f"{len(missing)} of {len(report['sent'])} tasks never ran: {missing[:10]}",
-                         where_in_the_broker(missing[:10]))
+                         where_in_the_broker(BROKER + "/0", missing[:10]))
     assert not twice, f"ran more than once: {twice} (sends retried: {report['retried']})"
     slow = {step: max(values) for step, values in after.items() if max(values, default=0) > LATENCY_THRESHOLD_SECONDS}
     assert not slow, f"AI replies waited longer than {LATENCY_THRESHOLD_SECONDS} s after these steps: {slow}"

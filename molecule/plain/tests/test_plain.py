@@ -302,22 +302,7 @@ def test_a_failed_first_deploy_returns_to_the_app_as_it_was(sequence):
     assert sequence["seen"]["override_after_bad_first_deploy"] is False
 
 
-def where_in_the_broker(task_ids):
-    """Each task id -> the broker keys whose values mention it (waiting lists, the unacked hash)."""
-    client = redis.Redis.from_url(broker_url())
-    found = {task: [] for task in task_ids}
-    for key in client.scan_iter(count=1000):
-        kind = client.type(key)
-        values = (client.lrange(key, 0, -1) if kind == b"list" else
-                  client.hvals(key) if kind == b"hash" else [])
-        for value in values:
-            for task in task_ids:
-                if task.encode() in value:
-                    found[task].append(key.decode(errors="replace"))
-    return found
-
-
-def test_every_task_ran_exactly_once(sequence):
+def test_every_task_ran_exactly_once(sequence, where_in_the_broker):
     producer, runs = sequence["producer"], sequence["runs"]
     assert producer.unsent == []
     assert len(producer.sent) > 200
@@ -327,8 +312,8 @@ def test_every_task_ran_exactly_once(sequence):
             for task in missing[:10] + list(twice)[:10]}
     warned = {name: step["warnings"] for name, step in sequence["steps"].items() if step["warnings"]}
     sent_during = {name: step["sent_during"] for name, step in sequence["steps"].items()}
-    assert not missing and not twice, (len(missing), len(twice), told, warned, where_in_the_broker(missing[:10]),
-                                       sent_during)
+    assert not missing and not twice, (len(missing), len(twice), told, warned,
+                                       where_in_the_broker(broker_url(), missing[:10]), sent_during)
 
 
 def test_nothing_waits_on_a_queue_without_a_consumer(sequence):
