@@ -12,7 +12,7 @@ description:
   - With O(state=drained), every worker on the given container host names stops consuming each of its queues
     (Celery's C(cancel_consumer), answered by the worker), and the module then waits out kombu's fetch in flight
     (its C(BRPOP) of up to 1 s), so the worker takes nothing more and gives back what it fetched. Running tasks go
-    on. A worker then stops warm without losing a message; kombu before 5.3 loses the message of a fetch in
+    on. A worker then stops warm without losing a message; kombu before 5.3.2 loses the message of a fetch in
     flight when a worker stops.
   - With O(state=resumed), the workers consume again the queues a drain took from them (O(drained), the
     RV(drained) of that drain). This is for a step that failed after the drain, when the workers keep running.

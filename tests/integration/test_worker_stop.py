@@ -1,7 +1,7 @@
 """A worker stopped warm while messages arrive loses none of them: each one sent is then run,
-waiting, or reserved. On kombu before 5.3 (Debian 12's, in the demo image) an idle worker stops
+waiting, or reserved. On kombu before 5.3.2 (Debian 12's, in the demo image) an idle worker stops
 with its fetch (BRPOP) in flight, and Redis pops the next message for a connection nobody reads:
-one message lost per stop. The rendered config carries kombu 5.3's fix; the test without it shows
+one message lost per stop. The rendered config carries kombu 5.3.2's fix; the test without it shows
 the loss it prevents (each stop lost one message when this was written)."""
 
 import time

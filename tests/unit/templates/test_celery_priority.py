@@ -1,5 +1,5 @@
 """The rendered Celery config module, imported as a worker imports it: the queue-order backport
-(on for kombu before 5.7, off after), the fetch-on-close backport (on before 5.3) and the fetch
+(on for kombu before 5.7, off after), the fetch-on-close backport (on before 5.3.2) and the fetch
 hold behind the priority_queue_fetch command."""
 
 import importlib.util
@@ -70,11 +70,16 @@ def test_before_kombu_5_3_a_channel_reads_its_fetch_in_flight_before_it_closes(l
     assert closed == [None, None]  # nothing in flight: closed as before
 
 
-def test_from_kombu_5_3_close_is_kombus_own(load_config):
+def test_from_kombu_5_3_2_close_is_kombus_own(load_config):
     before = kombu_redis.Channel.__dict__["close"]
-    config = load_config((5, 3, 0, "", ""))
+    config = load_config((5, 3, 2, "", ""))
     assert config.FETCH_ON_CLOSE_BACKPORTED is False
     assert kombu_redis.Channel.__dict__["close"] is before
+
+
+def test_kombu_5_3_0_and_5_3_1_get_the_fix_too(load_config):
+    """Pull request #1733 was released in 5.3.2, not with 5.3.0."""
+    assert load_config((5, 3, 1, "", "")).FETCH_ON_CLOSE_BACKPORTED is True
 
 
 def test_an_app_configured_in_code_loads_it_with_config_from_object(load_config):
