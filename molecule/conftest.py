@@ -1,7 +1,12 @@
 """The verifiers' failures, one line each, in build/molecule_failures.txt: `make molecule` prints
 that file last when a scenario fails, since CI keeps only the tail of the output. And what the
-scenarios that count tasks share: where in the broker a task that never ran is."""
+scenarios that count tasks share: where in the broker a task that never ran is, and what the broker
+and the containers' logs said of it (TaskTrace)."""
 
+import re
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -37,3 +42,80 @@ def _where_in_the_broker(broker_url, task_ids):
 def where_in_the_broker():
     """where_in_the_broker(broker_url, task_ids), for the message of a count that found tasks missing."""
     return _where_in_the_broker
+
+
+class TaskTrace:
+    """What happened to each task of a run, for a count that finds one missing: the broker's commands
+    that name it (Redis MONITOR: who pushed it, which worker took it, who put it back), and the
+    containers' log lines that name it, from every container that ran, removed ones included. Written
+    to `folder` as it goes; explain(ids) for a failure message. `docker` is the command that reaches
+    the engine the containers run on (["docker"], or ["docker", "exec", host, "docker"])."""
+
+    def __init__(self, broker_url, prefix, folder, engines):
+        self.prefix, self.engines = prefix, engines
+        self.pattern = re.compile(re.escape(prefix) + r"-\d+")
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.stopped = threading.Event()
+        self.seen = {}
+        self.lock = threading.Lock()
+        self.followers = []
+        self.threads = [threading.Thread(target=self._monitor, args=(broker_url,), daemon=True),
+                        threading.Thread(target=self._containers, daemon=True)]
+        for thread in self.threads:
+            thread.start()
+
+    def _note(self, line):
+        with self.lock:
+            for task in set(self.pattern.findall(line)):
+                self.seen.setdefault(task, []).append(line)
+
+    def _monitor(self, broker_url):
+        with (self.folder / "broker.log").open("a") as out:
+            while not self.stopped.is_set():
+                try:
+                    with redis.Redis.from_url(broker_url, socket_timeout=5).monitor() as monitor:
+                        for command in monitor.listen():
+                            text = command["command"]
+                            if self.prefix in text and not text.startswith(("PUBLISH", "SETEX", "SET ")):
+                                words = text.split(" ", 2)
+                                line = (f"{command['time']:.3f} {command['client_address']} {words[0]} "
+                                        f"{words[1] if len(words) > 1 else ''} {self.pattern.search(text).group()}")
+                                out.write(line + "\n")
+                                self._note(line)
+                            if self.stopped.is_set():
+                                return
+                except Exception:  # noqa: BLE001 (the broker restarts; MONITOR again)
+                    time.sleep(0.3)
+
+    def _containers(self):
+        followed = set()
+        while not self.stopped.is_set():
+            for engine in self.engines:
+                listed = subprocess.run([*engine, "ps", "-aq"], capture_output=True, text=True, check=False)
+                for container in set(listed.stdout.split()) - followed:
+                    followed.add(container)
+                    thread = threading.Thread(target=self._follow, args=(engine, container), daemon=True)
+                    thread.start()
+            self.stopped.wait(1.0)
+
+    def _follow(self, engine, container):
+        with subprocess.Popen([*engine, "logs", "-f", "-t", container], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, errors="replace") as follower:
+            self.followers.append(follower)
+            for line in follower.stdout:
+                if self.prefix in line:
+                    self._note(f"{container} {line.strip()[:300]}")
+
+    def stop(self):
+        self.stopped.set()
+        for follower in self.followers:
+            follower.terminate()
+        with (self.folder / "tasks.log").open("w") as out:
+            for task, lines in sorted(self.seen.items()):
+                out.write(f"{task}\n" + "".join(f"  {line}\n" for line in lines))
+
+    def explain(self, tasks):
+        with self.lock:
+            return {task: [line[:200] for line in self.seen.get(task, ["(no broker command or log line named it)"])][-12:]
+                    for task in tasks}

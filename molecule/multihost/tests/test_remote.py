@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from conftest import TaskTrace
 
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -104,11 +105,18 @@ class Producer:
         return self.report
 
 
+@pytest.fixture(scope="module")
+def trace():
+    return TaskTrace(BROKER + "/0", f"mh{int(time.time())}", ROOT / "build" / "multihost" / "trace",
+                     [["docker", "exec", f"pilito-{host}", "docker"] for host in HOSTS])
+
+
 @pytest.fixture(scope="module", autouse=True)
-def producer():
-    running = Producer(f"mh{int(time.time())}", 3)
+def producer(trace):
+    running = Producer(trace.prefix, 3)
     yield running
     running.stop()
+    trace.stop()
 
 
 def test_the_collection_runs_from_its_installed_tarball_not_the_working_tree():
@@ -290,7 +298,7 @@ def ai_waits():
 
 
 def test_every_task_ran_exactly_once_and_ai_replies_waited_little_after_each_step(
-        producer, where_in_the_broker):
+        producer, trace, where_in_the_broker):
     report = producer.stop()
     assert report.get("sent") and not report.get("unsent"), report
     deadline = time.monotonic() + 300
@@ -315,7 +323,7 @@ def test_every_task_ran_exactly_once_and_ai_replies_waited_little_after_each_ste
         worst_ai_wait_after_step={step: max(values, default=None) for step, values in after.items()},
         worst_ai_wait_during_step=during), indent=1))
     assert not missing, (f"{len(missing)} of {len(report['sent'])} tasks never ran: {missing[:10]}",
-                         where_in_the_broker(BROKER + "/0", missing[:10]))
+                         trace.explain(missing[:3]), where_in_the_broker(BROKER + "/0", missing[:10]))
     assert not twice, f"ran more than once: {twice} (sends retried: {report['retried']})"
     slow = {step: max(values) for step, values in after.items() if max(values, default=0) > LATENCY_THRESHOLD_SECONDS}
     assert not slow, f"AI replies waited longer than {LATENCY_THRESHOLD_SECONDS} s after these steps: {slow}"

@@ -16,6 +16,7 @@ import psycopg2
 import pytest
 import redis
 from celery import Celery
+from conftest import TaskTrace
 
 ROOT = Path(__file__).resolve().parents[3]
 PLAIN_DIR = os.environ.get("PLAIN_DIR", "/srv/pilito-plain")
@@ -180,6 +181,7 @@ def sequence():
     record = json.loads(Path(f"{APP_DIR}/priority_queue/state/pre_deploy.json").read_text())
     events = TaskEvents()
     events.start()
+    trace = TaskTrace(broker_url(), prefix, ROOT / "build" / "plain_trace", [["docker"]])
     producer = Producer(prefix)
     producer.start()
     steps, seen = {}, {}
@@ -222,6 +224,7 @@ def sequence():
         time.sleep(2)
     runs = job_runs(prefix)
     events.stopped.set()
+    trace.stop()
     # The timings, for the record (build/ is not committed).
     (ROOT / "build").mkdir(exist_ok=True)
     (ROOT / "build/plain_sequence.json").write_text(json.dumps(dict(
@@ -229,7 +232,7 @@ def sequence():
                           warnings=item["warnings"])
                for name, item in steps.items()},
         sent=len(producer.sent), ran_once=sum(1 for task in producer.sent if runs.get(task) == 1)), indent=1))
-    return dict(steps=steps, seen=seen, record=record, producer=producer, runs=runs, events=events.seen)
+    return dict(steps=steps, seen=seen, record=record, producer=producer, runs=runs, events=events.seen, trace=trace)
 
 
 def test_the_deploy_ran_the_apps_own_worker_command_with_its_options(host):
@@ -312,8 +315,8 @@ def test_every_task_ran_exactly_once(sequence, where_in_the_broker):
             for task in missing[:10] + list(twice)[:10]}
     warned = {name: step["warnings"] for name, step in sequence["steps"].items() if step["warnings"]}
     sent_during = {name: step["sent_during"] for name, step in sequence["steps"].items()}
-    assert not missing and not twice, (len(missing), len(twice), told, warned,
-                                       where_in_the_broker(broker_url(), missing[:10]), sent_during)
+    assert not missing and not twice, (len(missing), len(twice), sequence["trace"].explain(missing[:3]), told,
+                                       warned, where_in_the_broker(broker_url(), missing[:10]), sent_during)
 
 
 def test_nothing_waits_on_a_queue_without_a_consumer(sequence):
