@@ -77,10 +77,11 @@ class TaskTrace:
                     with redis.Redis.from_url(broker_url, socket_timeout=5).monitor() as monitor:
                         for command in monitor.listen():
                             text = command["command"]
-                            if self.prefix in text and not text.startswith(("PUBLISH", "SETEX", "SET ")):
-                                words = text.split(" ", 2)
-                                line = (f"{command['time']:.3f} {command['client_address']} {words[0]} "
-                                        f"{words[1] if len(words) > 1 else ''} {self.pattern.search(text).group()}")
+                            words = text.split(" ", 2) + ["", ""]
+                            task = self.pattern.search(text)
+                            # The message's own path: not the result backend's reads and writes.
+                            if task and not words[1].startswith("celery-task-meta-"):
+                                line = f"{command['time']:.3f} {command['client_address']} {words[0]} {words[1]} {task.group()}"
                                 out.write(line + "\n")
                                 self._note(line)
                             if self.stopped.is_set():
