@@ -48,8 +48,8 @@ class TaskTrace:
     """What happened to each task of a run, for a count that finds one missing: the broker's commands
     that name it (Redis MONITOR: who pushed it, which worker took it, who put it back), and the
     containers' log lines that name it, from every container that ran, removed ones included. Written
-    to `folder` as it goes; explain(ids) for a failure message. `docker` is the command that reaches
-    the engine the containers run on (["docker"], or ["docker", "exec", host, "docker"])."""
+    to `folder` as it goes; explain(ids) for a failure message. `engines`: the commands that reach
+    each engine the containers run on (["docker"], or ["docker", "exec", host, "docker"])."""
 
     def __init__(self, broker_url, prefix, folder, engines):
         self.prefix, self.engines = prefix, engines
@@ -60,10 +60,9 @@ class TaskTrace:
         self.seen = {}
         self.lock = threading.Lock()
         self.followers = []
-        self.threads = [threading.Thread(target=self._monitor, args=(broker_url,), daemon=True),
-                        threading.Thread(target=self._containers, daemon=True)]
-        for thread in self.threads:
-            thread.start()
+        threading.Thread(target=self._monitor, args=(broker_url,), daemon=True).start()
+        self.lister = threading.Thread(target=self._containers, daemon=True)
+        self.lister.start()
 
     def _note(self, line):
         with self.lock:
@@ -110,9 +109,10 @@ class TaskTrace:
 
     def stop(self):
         self.stopped.set()
+        self.lister.join(timeout=30)  # no follower starts after this
         for follower in self.followers:
             follower.terminate()
-        with (self.folder / "tasks.log").open("w") as out:
+        with self.lock, (self.folder / "tasks.log").open("w") as out:
             for task, lines in sorted(self.seen.items()):
                 out.write(f"{task}\n" + "".join(f"  {line}\n" for line in lines))
 
