@@ -19,9 +19,11 @@ def pytest_runtest_logreport(report):
     if report.failed:
         message = report.longreprtext.strip().splitlines()
         reason = next((line[1:].strip() for line in message if line.startswith("E ")), message[-1] if message else "")
+        if len(reason) > 1500:  # a playbook's output, whose end says what failed
+            reason = f"{reason[:300]} [...] {reason[-1100:]}"
         FAILURES.parent.mkdir(exist_ok=True)
         with FAILURES.open("a") as out:
-            out.write(f"{report.nodeid} ({report.when}): {reason[:1500]}\n")
+            out.write(f"{report.nodeid} ({report.when}): {reason}\n")
 
 
 def _where_in_the_broker(broker_url, task_ids):

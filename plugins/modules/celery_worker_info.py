@@ -53,8 +53,9 @@ options:
         required: true
   wait_for:
     description:
-      - How many workers to wait for. Replies are collected until that many answered or O(timeout) ran out;
-        without it, or O(expect), the whole O(timeout) is waited.
+      - How many workers must answer at least. Every worker that answers within O(timeout) is reported,
+        not only the first this many, since workers on other hosts share the broker and answer too.
+      - With O(expect) alone, replies are collected until as many workers answered as its replicas add up to.
     type: int
   timeout:
     description: Seconds to wait for the workers' replies to each question.
@@ -188,10 +189,12 @@ def main():
     expected_count = params["wait_for"]
     if expected_count is None and params["expect"]:
         expected_count = sum(pool["replicas"] for pool in params["expect"])
+    # The pools expected are every worker there is; wait_for may count one host's, and others answer too.
+    limit = expected_count if params["wait_for"] is None else None
     deadline = time.monotonic() + params["wait_seconds"]
     try:
         while True:
-            consumed = active_queues(app, params["timeout"], limit=expected_count)
+            consumed = active_queues(app, params["timeout"], limit=limit)
             workers = {node: dict(pool=pool_of(node), queues=queues) for node, queues in sorted(consumed.items())}
             problems = problems_with(workers, params["expect"])
             enough = expected_count is None or len(workers) >= expected_count

@@ -26,6 +26,9 @@ def test_info_groups_workers_into_pools_with_their_queues_and_stats(redis_server
     stats = result["workers"]["general@b"]["stats"]
     assert stats["pool"]["max-concurrency"] == 2 and "broker" not in stats
     assert result["workers"]["fast@a"]["active"] == [] and result["workers"]["fast@a"]["reserved"] == []
+    # One host's count: a worker of another host on the same broker is reported too, not cut off.
+    one_host = run_module("celery_worker_info", dict(broker_url=redis_server.url(0), wait_for=1, timeout=2))
+    assert sorted(one_host["workers"]) == ["fast@a", "general@b"]
 
 
 def test_info_names_the_pool_short_of_workers_and_the_worker_on_wrong_queues(redis_server, workers):

@@ -200,10 +200,20 @@ def test_plan_c_restarts_the_celery_services_on_every_host():
         assert len(after) == len(started) and min(after) > max(started), (host_name, service, started, after)
 
 
+def rollback_report(out, host_name):
+    """The report a rollback printed for one host (the output's whitespace is collapsed)."""
+    section = out.text.split("TASK [pilito.priority_queue.priority_queue : Report what the plan did and the state after]")[1]
+    start = section.index(f"ok: [{host_name}] => ") + len(f"ok: [{host_name}] => ")
+    return json.JSONDecoder().raw_decode(section[start:])[0]["msg"]
+
+
 def test_plan_c_full_stops_the_worker_hosts_pools_before_the_broker_and_starts_them_after():
     out = playbook("rollback", "--tags", "plan_c_full")
     assert out.returncode == 0, out.text[-3000:]
     assert "pools stopped while the app host's stack went down and up" in out.text
+    # The broker is shared: the app host's report names the workers of every host, not its own count.
+    workers_consume = rollback_report(out, "mh-app")["workers_consume"]
+    assert sorted(worker.split("@")[0] for worker in workers_consume) == ["celery_ai", "celery_worker", "celery_worker"]
     broker_started = inspect_service("mh-app", "redis", "{{.State.StartedAt}}", stopped_too=True)
     assert len(broker_started) == 1
     for host_name, service in (("mh-ai", "celery_ai"), ("mh-workers", "celery_worker")):
