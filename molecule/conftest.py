@@ -18,7 +18,8 @@ FAILURES = Path(__file__).resolve().parent.parent / "build" / "molecule_failures
 def pytest_runtest_logreport(report):
     if report.failed:
         message = report.longreprtext.strip().splitlines()
-        reason = next((line[1:].strip() for line in message if line.startswith("E ")), message[-1] if message else "")
+        reason = " ".join(" ".join(line[1:].split()) for line in message if line.startswith("E ")) or (
+            message[-1] if message else "")
         if len(reason) > 1500:  # a playbook's output, whose end says what failed
             reason = f"{reason[:300]} [...] {reason[-1100:]}"
         FAILURES.parent.mkdir(exist_ok=True)
