@@ -51,6 +51,7 @@ def hold(tag, seconds):
 
 BACKPORT_LINE = "QUEUE_ORDER_BACKPORTED = _keep_queue_order()"
 FETCH_BACKPORT_LINE = "FETCH_ON_CLOSE_BACKPORTED = _read_fetch_on_close()"
+REQUEUE_BACKPORT_LINE = "REQUEUE_ONCE_BACKPORTED = _requeue_once()"
 
 
 @pytest.fixture
@@ -62,11 +63,13 @@ def readable_tmp():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def app_dir(directory, backport=True, fetch_backport=True):
+def app_dir(directory, backport=True, fetch_backport=True, requeue_backport=True):
     """The app and the rendered config; without a backport when asked, to show the bug it fixes."""
     config = render_celery_config(directory)
     text = config.read_text()
-    assert BACKPORT_LINE in text and FETCH_BACKPORT_LINE in text
+    assert BACKPORT_LINE in text and FETCH_BACKPORT_LINE in text and REQUEUE_BACKPORT_LINE in text
+    if not requeue_backport:
+        text = text.replace(REQUEUE_BACKPORT_LINE, "REQUEUE_ONCE_BACKPORTED = False")
     if not backport:
         text = text.replace(BACKPORT_LINE, "QUEUE_ORDER_BACKPORTED = False")
     if not fetch_backport:

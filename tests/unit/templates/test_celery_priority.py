@@ -1,6 +1,6 @@
 """The rendered Celery config module, imported as a worker imports it: the queue-order backport
-(on for kombu before 5.7, off after), the fetch-on-close backport (on before 5.3.2) and the fetch
-hold behind the priority_queue_fetch command."""
+(on for kombu before 5.7, off after), the fetch-on-close backport (on before 5.3.2), the
+requeue-once backport (on before 5.3.3) and the fetch hold behind the priority_queue_fetch command."""
 
 import importlib.util
 import time
@@ -19,6 +19,7 @@ def load_config(tmp_path, monkeypatch):
     gets its own active_queues back afterwards."""
     original = kombu_redis.Channel.__dict__["active_queues"]
     original_close = kombu_redis.Channel.__dict__["close"]
+    original_reject = kombu_redis.QoS.__dict__["reject"]
 
     def load(version=tuple(kombu.VERSION)):
         monkeypatch.setattr(kombu, "VERSION", version)
@@ -31,6 +32,7 @@ def load_config(tmp_path, monkeypatch):
     yield load
     kombu_redis.Channel.active_queues = original
     kombu_redis.Channel.close = original_close
+    kombu_redis.QoS.reject = original_reject
 
 
 def fake_channel(active, fanout=()):
@@ -80,6 +82,41 @@ def test_from_kombu_5_3_2_close_is_kombus_own(load_config):
 def test_kombu_5_3_0_and_5_3_1_get_the_fix_too(load_config):
     """Pull request #1733 was released in 5.3.2, not with 5.3.0."""
     assert load_config((5, 3, 1, "", "")).FETCH_ON_CLOSE_BACKPORTED is True
+
+
+class RecordingQoS:
+    """What QoS.reject does: put back (restore_by_tag), delete the reserved copy, mark it done."""
+
+    def __init__(self):
+        self.calls = []
+        self._dirty = set()
+        self._quick_ack = self._dirty.add
+
+    def restore_by_tag(self, tag, leftmost=False):
+        self.calls.append(("restore", tag, leftmost))
+
+    def _remove_from_indices(self, tag):
+        self.calls.append(("delete", tag))
+        return SimpleNamespace(execute=lambda: None)
+
+
+def test_before_kombu_5_3_3_a_requeue_deletes_the_reserved_copy_once_in_its_transaction(load_config):
+    config = load_config((5, 3, 2, "", ""))
+    assert config.REQUEUE_ONCE_BACKPORTED is True
+    qos = RecordingQoS()
+    kombu_redis.QoS.reject(qos, "tag", requeue=True)
+    assert qos.calls == [("restore", "tag", True)]  # no second delete after the put-back
+    assert qos._dirty == {"tag"}
+    qos = RecordingQoS()
+    kombu_redis.QoS.reject(qos, "tag", requeue=False)
+    assert qos.calls == [("delete", "tag")] and qos._dirty == {"tag"}
+
+
+def test_from_kombu_5_3_3_reject_is_kombus_own(load_config):
+    before = kombu_redis.QoS.__dict__["reject"]
+    config = load_config((5, 3, 3, "", ""))
+    assert config.REQUEUE_ONCE_BACKPORTED is False
+    assert kombu_redis.QoS.__dict__["reject"] is before
 
 
 def test_an_app_configured_in_code_loads_it_with_config_from_object(load_config):
