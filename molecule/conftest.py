@@ -50,8 +50,9 @@ def where_in_the_broker():
 class TaskTrace:
     """What happened to each task of a run, for a count that finds one missing: the broker's commands
     that name it (Redis MONITOR: who pushed it, which worker took it, who put it back), and the
-    containers' log lines that name it, from every container that ran, removed ones included. Written
-    to `folder` as it goes; explain(ids) for a failure message. `engines`: the commands that reach
+    containers' log lines that name it, from every container that ran, removed and restarted ones
+    included (their whole logs in containers/). Written to `folder` as it goes; explain(ids) for a
+    failure message. `engines`: the commands that reach
     each engine the containers run on (["docker"], or ["docker", "exec", host, "docker"])."""
 
     def __init__(self, broker_url, prefix, folder, engines):
@@ -62,7 +63,7 @@ class TaskTrace:
         self.stopped = threading.Event()
         self.seen = {}
         self.lock = threading.Lock()
-        self.followers = []
+        self.followers, self.follower_threads = [], []
         threading.Thread(target=self._monitor, args=(broker_url,), daemon=True).start()
         self.lister = threading.Thread(target=self._containers, daemon=True)
         self.lister.start()
@@ -100,21 +101,45 @@ class TaskTrace:
                     followed.add(container)
                     thread = threading.Thread(target=self._follow, args=(engine, container), daemon=True)
                     thread.start()
+                    self.follower_threads.append(thread)
             self.stopped.wait(1.0)
 
     def _follow(self, engine, container):
-        with subprocess.Popen([*engine, "logs", "-f", "-t", container], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, errors="replace") as follower:
-            self.followers.append(follower)
-            for line in follower.stdout:
-                if self.prefix in line:
-                    self._note(f"{container} {line.strip()[:300]}")
+        """Every log line of the container to containers/<id>.log (a warning that names no task
+        can be the one that explains it); the lines that name a task to its trace. `docker logs -f`
+        ends when the container stops: a restarted one is followed again from its last line."""
+        (self.folder / "containers").mkdir(exist_ok=True)
+        last = ""
+        with (self.folder / "containers" / f"{container}.log").open("a") as out:
+            while not self.stopped.is_set():
+                since = ["--since", last] if last else []
+                with subprocess.Popen([*engine, "logs", "-f", "-t", *since, container], stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True, errors="replace") as follower:
+                    self.followers.append(follower)
+                    for line in follower.stdout:
+                        stamp = line.split(" ", 1)[0]
+                        if last and stamp <= last:
+                            continue  # --since repeats the last line
+                        last = stamp if stamp[:2].isdigit() else last
+                        out.write(line)
+                        if self.prefix in line:
+                            self._note(f"{container} {line.strip()[:300]}")
+                out.flush()
+                while not self.stopped.wait(1.0):
+                    state = subprocess.run([*engine, "inspect", "-f", "{{.State.Running}}", container],
+                                           capture_output=True, text=True, check=False)
+                    if state.returncode != 0:
+                        return  # removed
+                    if state.stdout.strip() == "true":
+                        break  # started again
 
     def stop(self):
         self.stopped.set()
         self.lister.join(timeout=30)  # no follower starts after this
         for follower in self.followers:
             follower.terminate()
+        for thread in self.follower_threads:
+            thread.join(timeout=5)  # their files written out
         with self.lock, (self.folder / "tasks.log").open("w") as out:
             for task, lines in sorted(self.seen.items()):
                 out.write(f"{task}\n" + "".join(f"  {line}\n" for line in lines))
