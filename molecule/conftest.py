@@ -52,8 +52,8 @@ class TaskTrace:
     that name it (Redis MONITOR: who pushed it, which worker took it, who put it back), and the
     containers' log lines that name it, from every container that ran, removed and restarted ones
     included (their whole logs in containers/). Written to `folder` as it goes; explain(ids) for a
-    failure message. `engines`: the commands that reach
-    each engine the containers run on (["docker"], or ["docker", "exec", host, "docker"])."""
+    failure message. `engines`: the commands that reach each engine the containers run on
+    (["docker"], or ["docker", "exec", host, "docker"])."""
 
     def __init__(self, broker_url, prefix, folder, engines):
         self.prefix, self.engines = prefix, engines
