@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "build/collections"))
 
 from ansible_collections.pilito.priority_queue.plugins.modules.celery_latency_probe import probe_message  # noqa: E402
-from ansible_collections.pilito.priority_queue.plugins.modules.celery_queue_length import measure  # noqa: E402
+from ansible_collections.pilito.priority_queue.plugins.module_utils.broker import measure  # noqa: E402
 from ansible_collections.pilito.priority_queue.plugins.modules.celery_queue_move import move  # noqa: E402
 
 QUEUES = ["high_priority", "default", "low_priority"]

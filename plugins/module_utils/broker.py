@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import bisect
 import json
+import time
 import traceback
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -28,6 +29,10 @@ PRIORITY_SEPARATOR = "\x06\x16"
 DEFAULT_PRIORITY_STEPS = [0, 3, 6, 9]
 UNACKED_KEY = "unacked"
 UNACKED_INDEX_KEY = "unacked_index"
+BINDING_PREFIX = "_kombu.binding."
+# The header the rendered celery_priority.py stamps on every message a producer sends (Unix
+# seconds): Celery's own messages carry no send time.
+SENT_AT_HEADER = "pilito_sent_at"
 SCHEMES = ("redis", "rediss", "sentinel")
 MASKED = "********"
 PROBE_TASK = "celery.accumulate"
@@ -164,6 +169,60 @@ def unacked_entries(client, prefix="", batch=1000):
             yield tag, raw, entry[0], entry[2]
         except (ValueError, IndexError, KeyError, TypeError):
             continue
+
+
+def measure(client, queues, priority_steps, prefix="", count_unacked=True, now=None):
+    """Each queue's waiting messages per priority list, its reserved ones, and how long the message
+    next in line has waited (None where no message says when it was sent). One pipelined round
+    trip for the lists; the unacked hash is scanned only when it is not empty."""
+    pipe = client.pipeline(transaction=False)
+    for queue in queues:
+        for _step, key in queue_keys(queue, priority_steps, prefix):
+            pipe.llen(key)
+            pipe.lindex(key, -1)  # kombu pushes on the left and takes from the right
+        pipe.exists(f"{prefix}{BINDING_PREFIX}{queue}")
+    pipe.hlen(f"{prefix}{UNACKED_KEY}")
+    replies = iter(pipe.execute())
+    now = now if now is not None else time.time()
+    result = {}
+    for queue in queues:
+        by_priority, sent = {}, []
+        for step, _key in queue_keys(queue, priority_steps, prefix):
+            by_priority[str(step)] = next(replies)
+            sent.append(sent_at(next(replies)))
+        bound = bool(next(replies))
+        waiting = sum(by_priority.values())
+        sent = [value for value in sent if value is not None]
+        result[queue] = dict(total=waiting, waiting=waiting, by_priority=by_priority, unacked=0,
+                             known=bound or waiting > 0,
+                             oldest_age_seconds=round(max(0.0, now - min(sent)), 3) if sent else None)
+    unacked_size = next(replies)
+    if count_unacked and unacked_size:
+        for routing_key, count in unacked_by_routing_key(client, prefix).items():
+            if routing_key in result:
+                result[routing_key]["unacked"] = count
+                result[routing_key]["total"] += count
+                result[routing_key]["known"] = True
+    return result
+
+
+def sent_at(raw):
+    """When a stored message was sent, from the header the rendered config stamps; None without it."""
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)["headers"][SENT_AT_HEADER]
+        return float(value) if not isinstance(value, bool) else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def unacked_by_routing_key(client, prefix="", batch=1000):
+    """How many reserved messages each routing key (Celery's default: the queue name) holds."""
+    counts = {}
+    for _tag, _raw, _message, routing_key in unacked_entries(client, prefix, batch):
+        counts[routing_key] = counts.get(routing_key, 0) + 1
+    return counts
 
 
 def probe_message(queue, task_id, delivery_tag, origin="pilito-probe", ignore_result=False):

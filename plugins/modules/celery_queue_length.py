@@ -105,8 +105,17 @@ queues:
           description: Whether the queue has messages or a kombu binding on this broker.
           type: bool
           sample: true
+        oldest_age_seconds:
+          description:
+            - How long the message next in line (on any priority list) has waited since it was sent, in seconds.
+            - Read from the C(pilito_sent_at) header that the rendered C(celery_priority) config stamps on what
+              producers send; V(null) when the queue is empty or its next messages carry no such header
+              (sent by a producer that does not load the config).
+          type: float
+          sample: 12.5
   sample:
-    high_priority: {"total": 2, "waiting": 0, "by_priority": {"0": 0, "3": 0, "6": 0, "9": 0}, "unacked": 2, "known": true}
+    high_priority: {"total": 2, "waiting": 0, "by_priority": {"0": 0, "3": 0, "6": 0, "9": 0}, "unacked": 2,
+                    "known": true, "oldest_age_seconds": null}
 total:
   description: Sum of RV(queues.name.total) over all queues measured.
   returned: success or when a threshold is exceeded
@@ -128,48 +137,10 @@ broker:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pilito.priority_queue.plugins.module_utils.broker import (
-    UNACKED_KEY,
     broker_argument_spec,
     connect,
-    queue_keys,
-    unacked_entries,
+    measure,
 )
-
-BINDING_PREFIX = "_kombu.binding."
-SCAN_BATCH = 1000
-
-
-def measure(client, queues, priority_steps, prefix="", count_unacked=True):
-    """One pipelined round trip for the lists; the unacked hash is scanned only when not empty."""
-    pipe = client.pipeline(transaction=False)
-    for queue in queues:
-        for _step, key in queue_keys(queue, priority_steps, prefix):
-            pipe.llen(key)
-        pipe.exists(f"{prefix}{BINDING_PREFIX}{queue}")
-    pipe.hlen(f"{prefix}{UNACKED_KEY}")
-    replies = iter(pipe.execute())
-    result = {}
-    for queue in queues:
-        by_priority = {str(step): next(replies) for step, _key in queue_keys(queue, priority_steps, prefix)}
-        bound = bool(next(replies))
-        waiting = sum(by_priority.values())
-        result[queue] = dict(total=waiting, waiting=waiting, by_priority=by_priority, unacked=0,
-                             known=bound or waiting > 0)
-    unacked_size = next(replies)
-    if count_unacked and unacked_size:
-        for routing_key, count in unacked_by_routing_key(client, prefix).items():
-            if routing_key in result:
-                result[routing_key]["unacked"] = count
-                result[routing_key]["total"] += count
-                result[routing_key]["known"] = True
-    return result
-
-
-def unacked_by_routing_key(client, prefix=""):
-    counts = {}
-    for _tag, _raw, _message, routing_key in unacked_entries(client, prefix, SCAN_BATCH):
-        counts[routing_key] = counts.get(routing_key, 0) + 1
-    return counts
 
 
 def over_threshold(result, thresholds):

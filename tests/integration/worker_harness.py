@@ -45,7 +45,7 @@ def sleep(seconds):
 
 @app.task(name="orderapp.hold")
 def hold(tag, seconds):
-    time.sleep(seconds)
+    time.sleep(seconds * float(os.environ.get("HOLD_SCALE", "1")))
     started.rpush("started", tag)
 """
 
@@ -63,9 +63,9 @@ def readable_tmp():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def app_dir(directory, backport=True, fetch_backport=True, requeue_backport=True):
+def app_dir(directory, backport=True, fetch_backport=True, requeue_backport=True, visibility_timeout=3600):
     """The app and the rendered config; without a backport when asked, to show the bug it fixes."""
-    config = render_celery_config(directory)
+    config = render_celery_config(directory, visibility_timeout=visibility_timeout)
     text = config.read_text()
     assert BACKPORT_LINE in text and FETCH_BACKPORT_LINE in text and REQUEUE_BACKPORT_LINE in text
     if not requeue_backport:
@@ -95,13 +95,16 @@ def record_message(queue):
 
 @pytest.fixture
 def workers(redis_server, redis_client, demo_images, readable_tmp):
-    """Start named workers in the demo image: start(node, queues, seed, backport=True, concurrency=2)."""
+    """Start named workers in the demo image: start(node, queues, seed, backport=True, concurrency=2).
+    env: more environment for the worker (HOLD_SCALE=0 runs hold() at once)."""
     names = []
 
-    def start(node, queues, seed, backport=True, concurrency=2, config=True, fetch_backport=True):
+    def start(node, queues, seed, backport=True, concurrency=2, config=True, fetch_backport=True,
+              visibility_timeout=3600, env=None):
         directory = readable_tmp / f"{node.replace('@', '-')}-{seed}"
         directory.mkdir(mode=0o755)
-        app_dir(directory, backport, fetch_backport)
+        app_dir(directory, backport, fetch_backport, visibility_timeout=visibility_timeout)
+        env_args = [item for key, value in (env or {}).items() for item in ("-e", f"{key}={value}")]
         if not config:
             (directory / "celery_priority.py").unlink()
             (directory / "orderapp.py").write_text(ORDER_APP.replace(
@@ -110,7 +113,7 @@ def workers(redis_server, redis_client, demo_images, readable_tmp):
         docker("run", "-d", "--name", name, "--network", f"container:{redis_server.container}",
                "-v", f"{directory}:/orderapp:ro", "-w", "/orderapp",
                "-e", "BROKER=redis://127.0.0.1:6379/0", "-e", "PYTHONPATH=/orderapp", "-e", f"PYTHONHASHSEED={seed}",
-               demo_images["APP_IMAGE"], "python3", "-m", "celery", "-A", "orderapp", "worker", "-Q", ",".join(queues),
+               *env_args, demo_images["APP_IMAGE"], "python3", "-m", "celery", "-A", "orderapp", "worker", "-Q", ",".join(queues),
                "-c", str(concurrency), "--without-gossip", "--without-mingle", "-l", "WARNING", "--hostname", node)
         names.append(name)
         wait_until(lambda: node in ping(redis_server), f"worker {node}", timeout=60)

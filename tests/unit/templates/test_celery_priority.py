@@ -232,3 +232,19 @@ def test_unknown_mode_and_other_brokers_answer_with_an_error(load_config):
     assert hold_fetches(state, "pause", 1.0) == {"error": "unknown mode 'pause': use status, hold, once or resume"}
     other, _timers = worker_state(SimpleNamespace())
     assert "not Redis" in hold_fetches(other, "hold", 1.0)["error"]
+
+
+def test_every_message_sent_is_stamped_with_its_send_time_under_the_header_the_modules_read(load_config):
+    from celery.signals import before_task_publish
+
+    from ansible_collections.pilito.priority_queue.plugins.module_utils.broker import SENT_AT_HEADER
+
+    config = load_config()
+    assert config.SENT_AT_HEADER == SENT_AT_HEADER
+    headers = {"id": "1", "task": "chat.tasks.reply"}
+    before = time.time()
+    before_task_publish.send(sender="chat.tasks.reply", headers=headers)
+    assert before <= headers[SENT_AT_HEADER] <= time.time()
+    resent = {SENT_AT_HEADER: 5.0}
+    before_task_publish.send(sender="chat.tasks.reply", headers=resent)
+    assert resent[SENT_AT_HEADER] == 5.0  # a stamp already there is kept
