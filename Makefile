@@ -39,12 +39,12 @@ sanity: venv  ## ansible-test sanity in a temporary ansible_collections tree (no
 unit: venv
 	pytest tests/unit
 
-integration: venv docker
-	pytest --durations=10 tests/integration
+integration: venv docker  ## TESTS=tests/integration/test_x.py: one file
+	pytest --durations=10 $(or $(TESTS),tests/integration)
 
-molecule: venv docker  ## each scenario; on failure, the verifiers' failures are printed last
+molecule: venv docker  ## each scenario (SCENARIO=default: one); on failure, the verifiers' failures are printed last
 	rm -f build/molecule_failures.txt
-	molecule test --all || { echo "== molecule failed; the verifiers' failures:"; \
+	molecule test $(if $(SCENARIO),--scenario-name $(SCENARIO),--all) || { echo "== molecule failed; the verifiers' failures:"; \
 	  cut -c1-1500 build/molecule_failures.txt 2>/dev/null || echo "(none recorded: a step before verify failed)"; \
 	  exit 1; }
 

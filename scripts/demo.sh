@@ -83,6 +83,7 @@ write_env() {
     echo "POSTGRES_DB=pilito"
     echo "POSTGRES_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
     echo "DJANGO_SECRET_KEY=$(head -c 33 /dev/urandom | base64 | tr -d '/+=')"
+    echo "FLOWER_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
     echo "DEMO_TIME_SCALE=$DEMO_TIME_SCALE"
     echo "WEB_PORT=$WEB_PORT"
   } >"$app_dir/.env"

@@ -30,7 +30,7 @@ def test_second_run_builds_nothing_and_gives_the_same_tags(built):
     again = run(SCRIPTS / "demo_images.sh")
     assert tags(again) == built
     assert "building" not in again.stderr
-    assert sorted(built) == ["APP_IMAGE", "DB_IMAGE", "REDIS_IMAGE"]
+    assert sorted(built) == ["APP_IMAGE", "DB_IMAGE", "FLOWER_IMAGE", "REDIS_IMAGE"]
 
 
 def test_changing_one_image_input_changes_only_its_tag(built, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 DEMO_DIR = os.environ.get("DEMO_DIR", "/srv/pilito-demo")
 APP_DIR = f"{DEMO_DIR}/app"
-SERVICES = ["web", "db", "redis", "celery_worker", "celery_ai", "celery_beat"]
+SERVICES = ["web", "db", "redis", "celery_worker", "celery_ai", "celery_beat", "flower"]
 
 
 def compose(host, *args):
@@ -48,11 +48,11 @@ def test_every_service_runs_and_workers_are_healthy(host):
     for service, (state, health) in states.items():
         assert state == "running", service
         assert health in ("healthy", ""), (service, health)
-    assert states["celery_worker"][1] == states["celery_ai"][1] == "healthy"
+    assert states["celery_worker"][1] == states["celery_ai"][1] == states["flower"][1] == "healthy"
 
 
 def test_published_ports_listen_on_loopback_only(host, env):
-    for port in (env["WEB_PORT"], 5432, 6379):
+    for port in (env["WEB_PORT"], 5432, 6379, 5555):
         assert host.socket(f"tcp://127.0.0.1:{port}").is_listening
         assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
 

@@ -103,6 +103,9 @@ def test_the_runbooks_plan_b_strands_messages_and_rollback_plan_b_rescues_them(h
     rc, out, changed = playbook("rollback.yml", "--tags", "plan_b")
     assert rc == 0 and changed, out
     assert queue_lengths(host)["low_priority"] == 0
+    # Flower went with the rendered services, and its settings (its password) with it.
+    assert not host.run("docker ps -aq --filter label=com.docker.compose.service=flower").stdout.strip()
+    assert not host.file(f"{APP_DIR}/priority_queue/flower").exists
     assert runs_once_each(host, env, ids) == {}
     rc, out, changed = playbook("rollback.yml", "--tags", "plan_b")
     assert rc == 0 and changed == 0, out
