@@ -15,6 +15,7 @@ tar tzf "$tarball" | sed 's,^\./,,' >"$tmp/files"
 unwanted=$(grep -E '^(\.pytest_cache|\.venv|\.ci|build|benchmarks|examples|molecule|scripts|tests|inventories/local)(/|$)|(^|/)__pycache__/|\.tar\.gz$' "$tmp/files" || true)
 [ -z "$unwanted" ] || fail "the tarball carries the test bed: $(echo "$unwanted" | head -5 | tr '\n' ' ')"
 for needed in playbooks/deploy.yml playbooks/rollback.yml playbooks/verify.yml playbooks/queue_check.yml \
+              playbooks/troubleshoot.yml playbooks/support_bundle.yml \
               roles/priority_queue/meta/argument_specs.yml plugins/modules/celery_worker_info.py \
               inventories/production/hosts.yml; do
   grep -qx "$needed" "$tmp/files" || fail "the tarball lacks $needed"
@@ -24,7 +25,7 @@ check_installed() {  # $1: collections path, $2: how it was installed
   local path=$1 how=$2
   ANSIBLE_COLLECTIONS_PATH="$path" ansible-galaxy collection list pilito.priority_queue 2>/dev/null \
     | grep -q '^pilito\.priority_queue ' || fail "$how: ansible-galaxy does not list pilito.priority_queue"
-  for playbook in deploy verify rollback queue_check; do
+  for playbook in deploy verify rollback queue_check troubleshoot support_bundle; do
     ANSIBLE_COLLECTIONS_PATH="$path" ansible-playbook -i inventories/production \
       "pilito.priority_queue.$playbook" --syntax-check >"$tmp/syntax.log" 2>&1 \
       || { cat "$tmp/syntax.log" >&2; fail "$how: ansible-playbook pilito.priority_queue.$playbook --syntax-check"; }

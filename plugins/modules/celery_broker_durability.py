@@ -67,6 +67,13 @@ risks:
   type: list
   elements: dict
   sample: [{"risk": "restart_loss", "accepted": true, "message": "the broker keeps nothing on disk ..."}]
+memory:
+  description: The broker's memory now - C(used_memory) and C(maxmemory) in bytes (0 is no limit), and
+    C(oom_rejections), the commands it refused for lack of memory since it started (INFO errorstats) - and
+    C(version), the Redis version.
+  returned: success or when a risk is found
+  type: dict
+  sample: {"used_memory": 1048576, "maxmemory": 0, "oom_rejections": 0, "version": "7.0.15"}
 broker:
   description: The broker checked, password masked.
   returned: always
@@ -104,6 +111,19 @@ def read_settings(client):
                     source="INFO")
 
 
+def read_memory(client):
+    """Memory used and allowed, and the writes refused for lack of it (Redis 6.2 and newer count them)."""
+    info = client.info("memory")
+    try:
+        errors = client.info("errorstats")
+    except Exception:  # before Redis 6.2 there is no such section
+        errors = {}
+    oom = errors.get("errorstat_OOM") or {}
+    return dict(used_memory=int(info.get("used_memory", 0)), maxmemory=int(info.get("maxmemory", 0)),
+                oom_rejections=int(oom.get("count", 0)) if isinstance(oom, dict) else 0,
+                version=str(client.info("server").get("redis_version", "")))
+
+
 def risks_of(settings):
     """(risk, message) for each way the broker would drop queued work; warnings apart."""
     risks, warnings = [], []
@@ -135,6 +155,7 @@ def main():
     target, client = connect(module)
     try:
         settings = read_settings(client)
+        memory = read_memory(client)
     except Exception as exc:  # redis errors: the message never holds the password
         module.fail_json(msg=f"cannot read the settings of the broker at {target.describe()}: {exc}",
                          broker=target.describe())
@@ -146,7 +167,7 @@ def main():
     for risk in risks:
         if risk["accepted"]:
             module.warn(f"accepted: {risk['message']}")
-    report = dict(changed=False, settings=settings, risks=risks, broker=target.describe())
+    report = dict(changed=False, settings=settings, risks=risks, memory=memory, broker=target.describe())
     refused = [risk for risk in risks if not risk["accepted"]]
     if refused:
         module.fail_json(msg="; ".join(f"{risk['message']}; or accept the risk (accept: [{risk['risk']}])" for risk in refused),

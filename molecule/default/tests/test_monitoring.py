@@ -16,24 +16,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parents[3]
-DEMO_DIR = os.environ.get("DEMO_DIR", "/srv/pilito-demo")
-APP_DIR = f"{DEMO_DIR}/app"
+from conftest import APP_DIR, celery, compose, dotenv, playbook, post
+
 FLOWER = "http://127.0.0.1:5555/"
-
-
-def dotenv():
-    lines = Path(f"{APP_DIR}/.env").read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
-
-
-def playbook(name, *args):
-    """Runs one of the collection's playbooks; returns (rc, whole output, changed count)."""
-    out = subprocess.run(["ansible-playbook", "-i", str(ROOT / "inventories/local"), str(ROOT / "playbooks" / name),
-                          *args], capture_output=True, text=True, timeout=900, check=False,
-                         env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"})
-    changed = re.search(r"demo-host\s*:.*?changed=(\d+)", out.stdout)
-    return out.returncode, out.stdout + out.stderr, int(changed.group(1)) if changed else None
 
 
 def get(path, user=None, password=None):
@@ -46,18 +31,6 @@ def get(path, user=None, password=None):
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, ""
-
-
-def compose(*args):
-    files = ["-f", f"{APP_DIR}/docker-compose.yml", "-f", f"{APP_DIR}/docker-compose.priority-queue.yml"]
-    return subprocess.run(["docker", "compose", "--project-directory", APP_DIR, *files, *args],
-                          capture_output=True, text=True, timeout=300, check=False)
-
-
-def celery(*args):
-    out = compose("exec", "-T", "web", "celery", "-A", "core", *args)
-    assert out.returncode == 0, out.stdout + out.stderr
-    return out.stdout
 
 
 def test_flower_refuses_requests_without_the_password_and_lists_every_pool_with_it():
@@ -166,10 +139,7 @@ def test_the_queue_check_is_quiet_when_well_and_names_each_breach_when_a_queue_l
     general = sorted(node for node in workers if node.startswith("celery_worker@"))
     celery("control", "cancel_consumer", "low_priority", "--timeout", "5")
     try:
-        request = urllib.request.Request(f"http://127.0.0.1:{dotenv()['WEB_PORT']}/api/backlog/",
-                                         json.dumps({"crawls": 6, "pages": 0}).encode(),
-                                         {"Content-Type": "application/json"})
-        urllib.request.urlopen(request, timeout=30).close()
+        post("/api/backlog/", {"crawls": 6, "pages": 0})
         time.sleep(2)
         rc, out, _seconds = run_cron(command)
         assert rc != 0
