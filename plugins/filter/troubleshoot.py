@@ -84,7 +84,8 @@ def troubleshoot_containers(ps_output, inspect_output, stats_output="", logs_res
     logs = {}
     for result in logs_results or []:
         lines = (result.get("stdout", "") + "\n" + result.get("stderr", "")).splitlines()
-        logs[str(result.get("item", ""))] = [line for line in lines if line.strip()]
+        item = result.get("item", "")
+        logs[str(item.get("id", "") if isinstance(item, dict) else item)] = [line for line in lines if line.strip()]
     for row in _json_lines(ps_output):
         short = row.get("ID", "")
         full = next((key for key in inspected if key.startswith(short)), "")
@@ -103,6 +104,17 @@ def troubleshoot_containers(ps_output, inspect_output, stats_output="", logs_res
             logs=logs.get(short, []) or logs.get(full, []),
         ))
     return containers
+
+
+def log_targets(inspect_output, ids):
+    """[{id, since}] for `docker logs --since`: each container's lines since it last started, so a
+    problem fixed by a restart is not reported again from the lines before it."""
+    started = {item.get("Id", ""): (item.get("State") or {}).get("StartedAt", "") for item in _json_lines(inspect_output)}
+    targets = []
+    for short in ids or []:
+        since = next((value for full, value in started.items() if full.startswith(short)), "")
+        targets.append(dict(id=short, since=since if since and not since.startswith("0001-") else "0"))
+    return targets
 
 
 def compose_drift(plan, project=""):
@@ -215,7 +227,9 @@ def findings(evidence):
                 found.append(_finding("warning", subject, "lost the broker and has not said it reconnected", lost,
                                       "restart it warm (priority_queue_fix): Celery 5.2 workers can stop consuming "
                                       "after a reconnect", "restart", [service]))
-        memory = _memory_finding(container, pool, limits)
+        stats = next((worker.get("stats") or {} for node, worker in workers.items()
+                      if node.split("@", 1)[-1] == container["hostname"]), {})
+        memory = _memory_finding(container, pool, limits, stats)
         if memory:
             found.append(memory)
 
@@ -235,7 +249,8 @@ def findings(evidence):
         if evidence.get("workers_error"):
             found.append(_finding("critical", "the workers", "cannot be asked through the broker",
                                   evidence["workers_error"], "see the broker's finding; start or fix the broker first"))
-        found += _queue_findings(evidence.get("queues") or {}, workers, pools)
+        if not evidence.get("workers_error"):
+            found += _queue_findings(evidence.get("queues") or {}, workers, pools)
         found += _prefetch_findings(workers, pools)
         found += _broker_findings(evidence.get("broker"), evidence.get("broker_error"), limits)
     for disk in evidence.get("disks") or []:
@@ -249,28 +264,35 @@ def findings(evidence):
     return sorted(found, key=lambda item: SEVERITY[item["severity"]])
 
 
-def _memory_finding(container, pool, limits):
+def _memory_finding(container, pool, limits, stats):
+    """A worker process killed for memory since the container started, or memory near the limit; with
+    the worker's own peak (maxrss, from its stats) where it answered."""
     killed, _index = _last(container["logs"], CHILD_KILLED)
     if pool is None:
         fix = "raise the service's memory limit or lower its concurrency"
     else:
         fix = (f"raise memory of priority_queue_pools[{pool['name']!r}] (now {pool.get('memory')}) or lower its "
                f"concurrency (now {pool.get('concurrency')})")
+    maxrss = (stats.get("rusage") or {}).get("maxrss")
+    peak = f"; the worker's peak (maxrss) {maxrss / 1024:.0f} MiB" if isinstance(maxrss, (int, float)) else ""
+    used, limit = container["memory_used_mib"], container["memory_limit_mib"]
     if killed and container["state"] == "running":
         return _finding("critical", f"service {container['service']} ({container['name']})",
-                        "had a worker process killed (out of memory)", killed, fix)
-    used, limit = container["memory_used_mib"], container["memory_limit_mib"]
+                        "had a worker process killed (out of memory)", killed + peak, fix)
     if used is not None and limit and used / limit * 100 >= limits["memory_percent"]:
         return _finding("warning", f"service {container['service']} ({container['name']})",
                         f"uses {used:g} MiB of its {limit:g} MiB limit ({used / limit * 100:.0f}%)",
-                        f"docker stats: {used:g} MiB / {limit:g} MiB", fix)
+                        f"docker stats: {used:g} MiB / {limit:g} MiB{peak}", fix)
     return None
 
 
 def _queue_findings(queues, workers, pools):
     found = []
     for queue, figure in queues.items():
-        if figure.get("consumers") == 0 and figure.get("total", 0) > 0:
+        consumers = figure.get("consumers")
+        if consumers is None:  # counted from the workers' answers
+            consumers = sum(1 for worker in workers.values() if queue in (worker.get("queues") or []))
+        if consumers == 0 and figure.get("total", 0) > 0:
             owners = sorted(name for name, pool in pools.items() if queue in pool.get("queues", []))
             running = sorted({node.split("@")[0] for node in workers} & set(owners))
             if running:
@@ -432,6 +454,7 @@ class FilterModule:
             "troubleshoot_containers": troubleshoot_containers,
             "compose_ps": _json_lines,
             "compose_drift": compose_drift,
+            "log_targets": log_targets,
             "troubleshoot_findings": findings,
             "finding_lines": finding_lines,
             "fix_plan": fix_plan,

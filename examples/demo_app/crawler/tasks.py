@@ -17,3 +17,11 @@ def process_page_content(page_id):
     """Chunks and embeds one crawled page (about 5 s each)."""
     time.sleep(scaled(5))
     return {"page_id": page_id}
+
+
+@shared_task
+def render_page(megabytes):
+    """Renders a page that takes this much memory (a huge page, a leaking parser): what makes the
+    kernel kill a worker process when its pool's memory limit is too low."""
+    page = bytearray(int(megabytes) * 1024 * 1024)
+    return len(page)

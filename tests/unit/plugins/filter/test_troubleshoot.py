@@ -116,7 +116,7 @@ def test_a_worker_that_does_not_answer_is_restarted_warm_and_a_paused_one_unpaus
 
 
 def test_messages_without_a_consumer_restart_the_pool_that_should_consume_them():
-    queues = {"low_priority": {"total": 6, "waiting": 6, "unacked": 0, "consumers": 0, "oldest_age_seconds": 12.0}}
+    queues = {"low_priority": {"total": 6, "waiting": 6, "unacked": 0, "consumers": None, "oldest_age_seconds": 12.0}}
     workers = {"celery_worker@h": {"pool": "celery_worker", "queues": ["high_priority", "default"]}}
     found = findings(evidence(queues=queues, workers=workers, containers=[]))
     assert found == [dict(
@@ -140,8 +140,11 @@ def test_prefetch_above_concurrency_is_named_with_the_settings_that_fix_it():
 
 
 def test_memory_near_the_limit_and_killed_children_say_which_variable_to_change():
-    near = findings(evidence(containers=[container(memory_used_mib=480.0)]))
+    workers = {"celery_ai@host-celery_ai": {"pool": "celery_ai", "queues": ["high_priority"],
+                                            "stats": {"rusage": {"maxrss": 97280}}}}
+    near = findings(evidence(containers=[container(memory_used_mib=480.0)], workers=workers))
     assert near[0]["severity"] == "warning"
+    assert near[0]["evidence"] == "docker stats: 480 MiB / 512 MiB; the worker's peak (maxrss) 95 MiB"
     assert near[0]["problem"] == "uses 480 MiB of its 512 MiB limit (94%)"
     assert near[0]["fix"].startswith("raise memory of priority_queue_pools['celery_ai'] (now 512m)")
     killed = findings(evidence(containers=[container(logs=[
@@ -202,3 +205,12 @@ def test_the_inspect_summary_keeps_the_state_and_redacts_the_environment():
     assert "pg-pw-1" not in json.dumps(summary) and "abc-secret-tok" not in json.dumps(summary)
     assert summary["environment"] == {"POSTGRES_PASSWORD": REDACTED, "OTHER": f"{REDACTED} inside", "TZ": "UTC"}
     assert summary["state"]["Status"] == "running" and summary["mounts"] == ["/a:/b"]
+
+
+def test_logs_are_read_from_each_containers_last_start():
+    from ansible_collections.pilito.priority_queue.plugins.filter.troubleshoot import log_targets
+
+    inspect = json.dumps([{"Id": "aaa111fff", "State": {"StartedAt": "2026-12-06T02:37:18.1Z"}},
+                          {"Id": "bbb222fff", "State": {"StartedAt": "0001-01-01T00:00:00Z"}}])
+    assert log_targets(inspect, ["aaa111", "bbb222"]) == [dict(id="aaa111", since="2026-12-06T02:37:18.1Z"),
+                                                          dict(id="bbb222", since="0")]
