@@ -198,7 +198,7 @@ def test_the_support_bundle_holds_what_support_needs_and_no_secret(tmp_path):
                  for member in archive.getmembers() if member.isfile()}
     for name, secret in secrets.items():
         assert not [path for path, text in files.items() if secret in text], f"{name} in the bundle"
-    for needed in ("report.txt", "compose_ps.json", "containers.json", "docker_stats.txt", "workers.json",
+    for needed in ("report.txt", "compose_ps.json", "containers.json", "docker_stats.json", "workers.json",
                    "queues.json", "broker.json", "versions.txt", "env_names.txt", "files/celery_priority.py",
                    "files/docker-compose.priority-queue.yml", "files/docker-compose.yml", "files/pre_deploy.json"):
         assert needed in files, sorted(files)
