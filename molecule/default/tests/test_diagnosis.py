@@ -203,8 +203,9 @@ def test_the_support_bundle_holds_what_support_needs_and_no_secret(tmp_path):
                    "files/docker-compose.priority-queue.yml", "files/docker-compose.yml", "files/pre_deploy.json"):
         assert needed in files, sorted(files)
     assert any(path.startswith("logs/pilito-demo-celery_ai-1") for path in files)
-    ai_log = next(text for path, text in files.items() if path.startswith("logs/pilito-demo-celery_ai-1"))
-    assert "my database password is [REDACTED]" in ai_log
+    # Either pool may answer the chat (both consume high_priority, celery_ai runs two replicas).
+    assert [path for path, text in files.items()
+            if path.startswith("logs/") and "my database password is [REDACTED]" in text], sorted(files)
     assert "POSTGRES_PASSWORD=[REDACTED]" in files["env_names.txt"]
     web = json.loads(files["containers.json"])["pilito-demo-web-1"]["environment"]
     assert web["POSTGRES_PASSWORD"] == web["DJANGO_SECRET_KEY"] == web["FLOWER_PASSWORD"] == "[REDACTED]"
