@@ -84,17 +84,51 @@ def safe_error(exc, target):
     return text.replace(target.password, "********") if target.password else text
 
 
-def ask(app, name, timeout, nodes=None, limit=None, **arguments):
+def bound_nodes(app):
+    """The workers a broadcast reaches: the broker sends it to every control queue bound to the
+    control exchange, and no other worker can answer. A worker that shut down warm has unbound its
+    queue; one that was killed leaves it bound, and the wait for its answer runs out as before."""
+    mailbox = app.control.mailbox
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        members = channel.client.smembers(channel.keyprefix_queue % mailbox.exchange.name)
+    suffix = f".{mailbox.namespace}.pidbox"
+    queues = (member.decode().split(channel.sep)[-1] for member in members)
+    return {queue[:-len(suffix)] for queue in queues if queue.endswith(suffix)}
+
+
+class _Enough(Exception):
+    """Raised from the reply callback to stop waiting once the caller has every answer it needs."""
+
+
+def ask(app, name, timeout, nodes=None, limit=None, until=None, **arguments):
     """Send a remote-control or inspect command; return {node: reply} of every worker that answered
-    within timeout (all workers when nodes is None; the call returns early after `limit` replies)."""
+    within timeout (all workers when nodes is None). kombu waits `timeout` after the last reply; this
+    ends the wait once every node asked has answered (every bound one when nodes is None), after
+    `limit` replies, or once `until(replies)` holds."""
+    bound = set()
     if nodes is not None:
         nodes = sorted(nodes)
         if not nodes:
             return {}
         limit = len(nodes)
-    replies = app.control.broadcast(name, arguments=arguments, destination=nodes, reply=True,
-                                    timeout=timeout, limit=limit)
-    return {node: reply for item in replies or [] for node, reply in item.items()}
+    elif limit is None:
+        bound = bound_nodes(app)
+        if not bound:
+            return {}
+    replies = {}
+
+    def collect(reply):
+        replies.update(reply)
+        if (until is not None and until(replies)) or (bound and bound <= replies.keys()):
+            raise _Enough
+
+    try:
+        app.control.broadcast(name, arguments=arguments, destination=nodes, reply=True,
+                              timeout=timeout, limit=limit, callback=collect)
+    except _Enough:
+        pass
+    return replies
 
 
 def workers_app(module):
@@ -121,9 +155,13 @@ def nodes_on_hosts(app, hostnames, timeout, round_seconds=1.5):
     wanted = set(hostnames)
     found = set()
     deadline = time.monotonic() + timeout
+
+    def every_host(answered):
+        return {host_of(node) for node in set(answered) | found} >= wanted
+
     while True:
         left = deadline - time.monotonic()
-        answered = ask(app, "ping", max(0.2, min(round_seconds, left)))
+        answered = ask(app, "ping", max(0.2, min(round_seconds, left)), until=every_host)
         found |= {node for node in answered if host_of(node) in wanted}
         if {host_of(node) for node in found} >= wanted or time.monotonic() >= deadline:
             return sorted(found)
