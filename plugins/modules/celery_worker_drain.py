@@ -56,7 +56,10 @@ options:
     type: float
     default: 10.0
   fetch_seconds:
-    description: Seconds to wait after the drain for a fetch in flight to end (kombu's C(brpop_timeout) is 1 s).
+    description:
+      - Seconds to wait after the drain for a fetch in flight to end (kombu's C(brpop_timeout) is 1 s).
+      - A worker that loads the rendered config module C(celery_priority) says when its fetch has ended, and
+        the wait ends then; for the others it lasts these seconds.
     type: float
     default: 1.1
 requirements:
@@ -106,6 +109,7 @@ from ansible_collections.pilito.priority_queue.plugins.module_utils.broker impor
 from ansible_collections.pilito.priority_queue.plugins.module_utils.workers import (
     WorkerError,
     active_queues,
+    ask,
     command,
     host_of,
     nodes_on_hosts,
@@ -129,8 +133,23 @@ def drain(module, app):
             for queue in queues:
                 command(app, "cancel_consumer", [node], params["timeout"], queue=queue)
         if to_drain:
-            time.sleep(params["fetch_seconds"])
+            wait_for_fetches(app, sorted(to_drain), params["fetch_seconds"], params["timeout"])
     return to_drain, not_drained
+
+
+def wait_for_fetches(app, nodes, seconds, timeout):
+    """A fetch sent before the drain still returns. Workers with the rendered config's control command
+    report a fetch in flight; once none has one, nothing more can arrive. Otherwise: the whole wait."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        answers = ask(app, "priority_queue_fetch", min(timeout, seconds), nodes=nodes, mode="status")
+        states = [answers.get(node) for node in nodes]
+        if not all(isinstance(state, dict) and "in_flight" in state for state in states):
+            time.sleep(max(0.0, deadline - time.monotonic()))
+            return
+        if not any(state["in_flight"] for state in states):
+            return
+        time.sleep(0.05)
 
 
 def resume(module, app):
