@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/build/collections
 COLLECTION_LINK := build/collections/ansible_collections/pilito/priority_queue
 
-.PHONY: demo demo-show test lint sanity collection-check unit integration molecule docker venv collection clean
+.PHONY: demo demo-show bench test lint sanity collection-check unit integration molecule docker venv collection clean
 
 demo: venv docker  ## the demo host: the chat wait behind the runbook's backlog, the deploy, the wait again
 	scripts/demo.sh up
@@ -24,6 +24,9 @@ demo: venv docker  ## the demo host: the chat wait behind the runbook's backlog,
 
 demo-show:  ## queue the backlog again and time one chat reply on the running demo
 	scripts/demo.sh show
+
+bench: venv docker  ## the runbook's claims measured, three topologies side by side (QUICK=1: about 3 minutes)
+	python benchmarks/bench.py $(if $(QUICK),--quick)
 
 test: lint sanity collection-check unit integration molecule  ## everything CI runs
 
