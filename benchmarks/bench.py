@@ -1,6 +1,6 @@
 """make bench: the runbook's performance claims (section 9) measured on the demo host, side by side.
 
-    make bench                      # about 12 minutes; make bench QUICK=1: about 3
+    make bench                      # about 20 minutes here; make bench QUICK=1: about 3
     .venv/bin/python benchmarks/bench.py [--quick] [--scale 0.001]
 
 Three topologies of the same demo app, on the same machine, behind the same backlogs, one after
@@ -461,8 +461,8 @@ def report(args, results, operations, info, levels, started, paths):
                      f"{fmt(op['worst_wait_ms'])} | {op['chats']} | {op['chats_failed']} | {tasks['sent']} | "
                      f"{tasks['once']} | {tasks['twice']} | {never} |")
     lines += ["", "A chat whose request failed found the web down: the first deploy recreates the web container (its "
-              "config changes); such a chat's task id is unknown, so it is not in the count. Every other task sent "
-              "is counted in the app's task_run table after the operation.", "",
+              "config changes), plan_c_full and plan_b restart it; such a chat's task id is unknown, so it is not in "
+              "the count. Every other task sent is counted in the app's task_run table after the operation.", "",
               f"Every sample: `{paths['csv'].name}`. Plot: `{paths['png'].name}`.", "", f"![wait against backlog]({paths['png'].name})", ""]
     paths["md"].write_text("\n".join(lines))
 
