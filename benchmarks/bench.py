@@ -264,7 +264,7 @@ def locate(demo, ids):
         name = key.decode(errors="replace")
         kind = demo.broker.type(key)
         payloads = (demo.broker.lrange(key, 0, -1) if kind == b"list" else
-                    [value for value in demo.broker.hvals(key)] if name == "unacked" else [])
+                    list(demo.broker.hvals(key)) if name == "unacked" else [])
         for payload in payloads:
             try:
                 message = json.loads(payload)
@@ -528,7 +528,8 @@ def main():
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d-%H%M")
     paths = {kind: RESULTS / f"{stamp}{'-quick' if args.quick else ''}.{kind}" for kind in ("md", "csv", "png")}
     with paths["csv"].open("w", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=["topology", "kind", "backlog", "ahead", "wait_ms", "queue"])
+        writer = csv.DictWriter(out, fieldnames=["topology", "kind", "backlog", "ahead", "wait_ms", "queue"],
+                                lineterminator="\n")
         writer.writeheader()
         writer.writerows(samples)
     plot(results, levels, paths["png"])
