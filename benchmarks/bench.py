@@ -42,7 +42,7 @@ import psycopg2
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rollback_bench import TASKS, Producer, playbook, read_env  # noqa: E402 # pylint: disable=wrong-import-position
+from rollback_bench import Producer, playbook, read_env  # noqa: E402 # pylint: disable=wrong-import-position
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -205,18 +205,6 @@ class PageProducer(Producer):
 
     def __init__(self, demo, prefix, rate):
         super().__init__(int(demo.env.get("WEB_PORT", 8000)), 100000, rate, prefix, 600)
-        self.stopped = threading.Event()
-
-    def run(self):
-        start = time.monotonic()
-        for n in range(self.count):
-            if self.stopped.is_set():
-                break
-            name, make_args = TASKS[n % len(TASKS)]
-            task_id = f"{self.prefix}-{n}"
-            if self.send(task_id, name, make_args(n)):
-                self.sent.append(task_id)
-            time.sleep(max(0.0, start + (n + 1) / self.rate - time.monotonic()))
 
 
 class ChatWatcher(threading.Thread):

@@ -52,6 +52,7 @@ class Producer(threading.Thread):
         self.count, self.rate, self.prefix = count, rate, prefix
         self.deadline = time.monotonic() + deadline_seconds
         self.sent, self.unsent, self.retried, self.queues = [], [], set(), {}
+        self.stopped = threading.Event()  # set: no more sends
 
     def send(self, task_id, name, args):
         body = json.dumps({"name": name, "args": args, "task_id": task_id}).encode()
@@ -75,6 +76,8 @@ class Producer(threading.Thread):
     def run(self):
         start = time.monotonic()
         for n in range(self.count):
+            if self.stopped.is_set():
+                break
             name, make_args = TASKS[n % len(TASKS)]
             task_id = f"{self.prefix}-{n}"
             if self.send(task_id, name, make_args(n)):
