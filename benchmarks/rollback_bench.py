@@ -154,22 +154,28 @@ def push_release(app_dir):
         subprocess.run(git + ["push", "-q", "origin", "HEAD:main"], check=True)
 
 
-class PoolStops:
-    """When the pools' containers stopped (docker events, ns), watched live: the daemon keeps only its
-    last 256 events for a later query, and healthchecks' exec events push the stops out of them."""
+class ContainerEvents:
+    """When the project's containers stopped and started (docker events, ns), watched live: the daemon
+    keeps only its last 256 events for a later query, and healthchecks' exec events push them out."""
 
-    def __init__(self, project="pilito-demo", pools=("celery_ai", "celery_worker")):
-        self.pools = pools
+    def __init__(self, project="pilito-demo"):
         self.process = subprocess.Popen(
-            ["docker", "events", "--filter", "event=die", "--filter", f"label=com.docker.compose.project={project}",
-             "--format", '{{.TimeNano}} {{index .Actor.Attributes "com.docker.compose.service"}}'],
+            ["docker", "events", "--filter", "event=die", "--filter", "event=start",
+             "--filter", f"label=com.docker.compose.project={project}",
+             "--format", '{{.TimeNano}} {{.Action}} {{index .Actor.Attributes "com.docker.compose.service"}}'],
             stdout=subprocess.PIPE, text=True)
 
     def stop(self):
+        """[(ns, "die" or "start", service)], oldest first."""
         time.sleep(1)  # the last events reach the stream
         self.process.terminate()
         out = self.process.communicate(timeout=30)[0].split("\n")
-        return sorted(int(line.split()[0]) for line in out if line.strip() and line.split()[1] in self.pools)
+        return sorted((int(ns), action, service) for ns, action, service in (line.split() for line in out if line.strip()))
+
+
+def stops(events, services=("celery_ai", "celery_worker")):
+    """When these services' containers stopped (ns)."""
+    return [ns for ns, action, service in events if action == "die" and service in services]
 
 
 def main():
@@ -203,9 +209,9 @@ def main():
     step("rollback", "plan_a")
     step("deploy")
     backlog = queue_page_backlog(port, run_id + "-backlog", args.backlog)
-    pool_stops = PoolStops()
+    container_events = ContainerEvents()
     moved = moved_by_plan_b(step("rollback", "plan_b"))
-    plan_b_order = dict(pools_stopped_ns=pool_stops.stop(),
+    plan_b_order = dict(pools_stopped_ns=stops(container_events.stop()),
                         code_checked_out_ns=os.stat(f"{args.app_dir}/.gitignore").st_mtime_ns)
     step("rollback", "plan_b")
     step("deploy")

@@ -1,9 +1,10 @@
-"""The rollback plans on the deployed demo host, after test_deployed.py (pytest runs this file
-second): a rerun of plan A or plan B changes nothing; the runbook's own plan B strands the page
-backlog and rollback.yml --tags plan_b moves it to a consumed queue; plan B stops the pools before
-it checks the old code out. Under a producer's load the plans are counted in the plain and
-multihost scenarios."""
+"""The rollback plans on the deployed demo host, after the other files' tests (pytest runs this
+file last): plan C restarts one pool at a time; a rerun of plan A or plan B changes nothing; the
+runbook's own plan B strands the page backlog and rollback.yml --tags plan_b moves it to a consumed
+queue; plan B stops the pools before it checks the old code out. Under a producer's load the plans
+are counted in the plain and multihost scenarios."""
 
+import datetime
 import json
 import os
 import re
@@ -16,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from rollback_bench import PoolStops, push_release  # noqa: E402 # pylint: disable=wrong-import-position
+from rollback_bench import ContainerEvents, push_release, stops  # noqa: E402 # pylint: disable=wrong-import-position
 
 DEMO_DIR = os.environ.get("DEMO_DIR", "/srv/pilito-demo")
 APP_DIR = f"{DEMO_DIR}/app"
@@ -79,6 +80,34 @@ def runs_once_each(host, env, ids, timeout=240):
         time.sleep(2)
 
 
+def ready_ns(host, service, since_ns):
+    """When each of a service's containers said it was ready (Celery's "ready." line) since then."""
+    names = host.run(f"docker ps --format '{{{{.Names}}}}' --filter label=com.docker.compose.service={service}")
+    times = []
+    for name in names.stdout.split():
+        out = host.run(f"docker logs --timestamps --since {since_ns / 1e9:.6f} {name}")
+        ready = [line.split()[0] for line in (out.stdout + out.stderr).splitlines() if line.endswith(" ready.")]
+        times += [int(datetime.datetime.fromisoformat(stamp[:26] + "+00:00").timestamp() * 1e9) for stamp in ready]
+    return times
+
+
+def test_plan_c_restarts_the_pools_one_at_a_time_so_high_priority_keeps_a_consumer(host):
+    """celery_ai and celery_worker both consume high_priority: restarted together, the AI task waits
+    seconds with nothing to take it. The second pool stops only once the first one's replicas say ready."""
+    events = ContainerEvents()
+    started = time.time_ns()
+    rc, out, changed = playbook("rollback.yml", "--tags", "plan_c")
+    seen = events.stop()
+    assert rc == 0 and changed, out
+    died = {service: [ns for ns, action, name in seen if action == "die" and name == service]
+            for service in ("celery_ai", "celery_worker")}
+    assert all(died.values()), f"plan C restarted not every pool: {seen}"
+    first, second = sorted(died, key=lambda service: min(died[service]))
+    ready = ready_ns(host, first, started)
+    assert len(ready) == len(died[first]), f"{first}: {len(died[first])} stopped, {len(ready)} said ready"
+    assert max(ready) < min(died[second]), f"{second} stopped before {first} was ready again: {seen}, {ready}"
+
+
 def test_plan_a_stops_the_ai_pool_and_a_rerun_changes_nothing(host):
     rc, out, changed = playbook("rollback.yml", "--tags", "plan_a")
     assert rc == 0 and changed, out
@@ -117,9 +146,9 @@ def test_plan_b_stops_the_pools_before_it_checks_the_old_code_out(host):
     push_release(APP_DIR)
     rc, out, _changed = playbook("deploy.yml")
     assert rc == 0, out
-    pool_stops = PoolStops()
+    events = ContainerEvents()
     rc, out, _changed = playbook("rollback.yml", "--tags", "plan_b")
-    stopped = pool_stops.stop()
+    stopped = stops(events.stop())
     assert rc == 0, out
     assert stopped, "plan B stopped no pool"
     assert max(stopped) < os.stat(f"{APP_DIR}/.gitignore").st_mtime_ns
