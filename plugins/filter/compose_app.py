@@ -220,11 +220,13 @@ def images_to_restore(recorded, info_results):
 
 
 def containers(lines):
-    """[{container, service}] from `docker compose ps --format '{{.ID}} {{.Service}}'` lines."""
+    """[{container, service}] from `docker compose ps --format` __priority_queue_ps_format lines (ID, service,
+    one-off label). One-off containers (`docker compose run`, the role's own checks too) belong to no
+    service's replicas, and may be gone a moment later: left out."""
     found = []
     for line in lines or []:
         parts = str(line).split()
-        if len(parts) == 2:
+        if len(parts) == 3 and parts[2] == "False":
             found.append(dict(container=parts[0], service=parts[1]))
     return found
 

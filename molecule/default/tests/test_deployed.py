@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shlex
 from pathlib import Path
 
@@ -121,6 +122,25 @@ def test_bad_topology_fails_naming_the_variable_and_changes_nothing(host, tmp_pa
     out = host.run(f"cd {ROOT} && ANSIBLE_NOCOLOR=1 ansible-playbook -i inventories/local playbooks/deploy.yml -e @{bad}")
     assert out.rc != 0
     assert "priority_queue_routes['chat.tasks.*'] routes to 'urgent'" in out.stdout + out.stderr
+    assert "changed=0" in out.stdout
+    assert [host.file(path).sha256sum for path in rendered] == before
+
+
+def test_pools_the_host_cannot_give_their_memory_fail_naming_the_variable_and_change_nothing(host, tmp_path):
+    rendered = [f"{APP_DIR}/docker-compose.priority-queue.yml", f"{APP_DIR}/priority_queue/celery_priority.py"]
+    before = [host.file(path).sha256sum for path in rendered]
+    bad = tmp_path / "huge.yml"
+    bad.write_text("priority_queue_pools:\n"
+                   "  - {name: celery_ai, queues: [high_priority], concurrency: 2, memory: 4096g}\n"
+                   "  - {name: celery_worker, queues: [high_priority, default, low_priority], concurrency: 4, memory: 1g}\n")
+    out = host.run(f"cd {ROOT} && ANSIBLE_NOCOLOR=1 ansible-playbook -i inventories/local playbooks/deploy.yml -e @{bad}")
+    assert out.rc != 0
+    said = re.search(r"priority_queue_pools: the pools' memory limits .*? exceed what this host can give them by (\d+) MB "
+                     r"\((\d+) MB available, and (\d+) MB used by the app's workers now\)", " ".join(out.stdout.split()))
+    assert said, out.stdout[-3000:]
+    shortfall, available, in_use = map(int, said.groups())
+    assert 0 < available < 4096 * 1024 and in_use > 0
+    assert shortfall == 4096 * 1024 + 1024 - available - in_use
     assert "changed=0" in out.stdout
     assert [host.file(path).sha256sum for path in rendered] == before
 

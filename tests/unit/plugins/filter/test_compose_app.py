@@ -142,8 +142,8 @@ def test_images_to_restore_are_the_moved_tags_whose_old_image_is_still_here():
 
 
 def test_containers_from_compose_ps():
-    assert containers(["a1 web", "b2 celery_ai", "", "c3 x y"]) == [
-        {"container": "a1", "service": "web"}, {"container": "b2", "service": "celery_ai"}]
+    lines = ["a1 web False", "b2 celery_ai False", "", "c3 celery_ai True", "d4 web", "e5 x y False"]
+    assert containers(lines) == [{"container": "a1", "service": "web"}, {"container": "b2", "service": "celery_ai"}]
 
 
 def test_replaced_containers_from_a_compose_plan():
