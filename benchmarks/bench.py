@@ -475,7 +475,7 @@ def main():
             return 10 if topology == "collection" or level < 100 else 3
         if topology == "collection":
             return 50
-        return {0: 50, 10: 30, 100: 20, 1000: 5, 10000: 2}[level]
+        return {0: 50, 10: 30, 100: 20, 1000: 3, 10000: 1}[level]  # behind 10,000: one wait of ~110 s
 
     log(f"the demo stack afresh in its before state (DEMO_TIME_SCALE={args.scale})")
     subprocess.run([str(ROOT / "scripts/demo.sh"), "up"], check=True, env={**os.environ, "DEMO_TIME_SCALE": str(args.scale)},
