@@ -135,13 +135,14 @@ def test_pools_the_host_cannot_give_their_memory_fail_naming_the_variable_and_ch
                    "  - {name: celery_worker, queues: [high_priority, default, low_priority], concurrency: 4, memory: 1g}\n")
     out = host.run(f"cd {ROOT} && ANSIBLE_NOCOLOR=1 ansible-playbook -i inventories/local playbooks/deploy.yml -e @{bad}")
     assert out.rc != 0
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", out.stdout + out.stderr).split())  # molecule forces colour
     said = re.search(r"priority_queue_pools: the pools' memory limits .*? exceed what this host can give them by (\d+) MB "
-                     r"\((\d+) MB available, and (\d+) MB used by the app's workers now\)", " ".join(out.stdout.split()))
-    assert said, out.stdout[-3000:]
+                     r"\((\d+) MB available, and (\d+) MB used by the app's workers now\)", text)
+    assert said, text[-3000:]
     shortfall, available, in_use = map(int, said.groups())
     assert 0 < available < 4096 * 1024 and in_use > 0
     assert shortfall == 4096 * 1024 + 1024 - available - in_use
-    assert "changed=0" in out.stdout
+    assert "changed=0" in text
     assert [host.file(path).sha256sum for path in rendered] == before
 
 
