@@ -99,8 +99,7 @@ def test_plan_c_restarts_the_pools_one_at_a_time_so_high_priority_keeps_a_consum
     rc, out, changed = playbook("rollback.yml", "--tags", "plan_c")
     seen = events.stop()
     assert rc == 0 and changed, out
-    died = {service: [ns for ns, action, name in seen if action == "die" and name == service]
-            for service in ("celery_ai", "celery_worker")}
+    died = {service: stops(seen, (service,)) for service in ("celery_ai", "celery_worker")}
     assert all(died.values()), f"plan C restarted not every pool: {seen}"
     first, second = sorted(died, key=lambda service: min(died[service]))
     ready = ready_ns(host, first, started)
