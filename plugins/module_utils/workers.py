@@ -105,13 +105,14 @@ def ask(app, name, timeout, nodes=None, limit=None, until=None, **arguments):
     """Send a remote-control or inspect command; return {node: reply} of every worker that answered
     within timeout (all workers when nodes is None). kombu waits `timeout` after the last reply; this
     ends the wait once every node asked has answered (every bound one when nodes is None), after
-    `limit` replies, or once `until(replies)` holds."""
+    `limit` replies, or once `until(replies)` holds. The count is ours, not kombu's: kombu's counts
+    every message on the reply queue, and a late reply to an earlier command (a ping that ended
+    once the hosts asked for had answered) used it up, so an answer still on its way was missed."""
     bound = set()
     if nodes is not None:
         nodes = sorted(nodes)
         if not nodes:
             return {}
-        limit = len(nodes)
     elif limit is None:
         bound = bound_nodes(app)
         if not bound:
@@ -120,12 +121,16 @@ def ask(app, name, timeout, nodes=None, limit=None, until=None, **arguments):
 
     def collect(reply):
         replies.update(reply)
-        if (until is not None and until(replies)) or (bound and bound <= replies.keys()):
+        if ((nodes is not None and replies.keys() >= set(nodes))
+                or (limit is not None and len(replies) >= limit)
+                or (until is not None and until(replies))
+                or (bound and bound <= replies.keys())):
             raise _Enough
 
     try:
+        # limit=0: kombu collects until a wait of `timeout` passes with nothing; collect() ends it sooner.
         app.control.broadcast(name, arguments=arguments, destination=nodes, reply=True,
-                              timeout=timeout, limit=limit, callback=collect)
+                              timeout=timeout, limit=0, callback=collect)
     except _Enough:
         pass
     return replies

@@ -3,10 +3,14 @@ A worker named <pool>@b runs on host "b" as far as a drain by host name is conce
 
 import time
 
+from kombu import pidbox
+
 from conftest import docker, run_module, wait_until
+from ansible_collections.pilito.priority_queue.plugins.module_utils.workers import active_queues, command
 # readable_tmp and workers are fixtures, used by name.
 from worker_harness import (  # noqa: F401 # pylint: disable=unused-import
     QUEUES,
+    control_app,
     readable_tmp,
     record_message,
     task_message,
@@ -99,3 +103,22 @@ def test_drain_in_check_mode_cancels_nothing(redis_server, redis_client, workers
     assert result["drained"] == {"general@b": QUEUES}
     redis_client.lpush("default", record_message("default"))
     wait_until(lambda: redis_client.llen("started") == 1, "the message taken", timeout=5)
+
+
+def test_a_late_reply_to_an_earlier_command_does_not_hide_the_answer_asked_for(
+        redis_server, redis_client, workers, monkeypatch):
+    """A drain's ping ends once the hosts asked for answered; the other workers' replies are still
+    on their way. kombu names its reply queue after the id() of a per-call object, which CPython
+    reuses, so such a reply can land where the next command reads its answers (fixed here so it
+    does every time). kombu counted it as the one answer it waited for: "no answer to cancel_consumer"."""
+    workers("general@b", QUEUES, seed=2)
+    workers("fast@a", ["high_priority"], seed=1)
+    monkeypatch.setattr(pidbox.Mailbox, "oid", "pilito-test-oid")
+    app = control_app(redis_server)
+    with app.connection_for_write() as connection:
+        app.control.mailbox(connection)._publish("ping", {}, reply_ticket="an-earlier-ping")
+    reply_queue = "pilito-test-oid.reply.celery.pidbox"
+    wait_until(lambda: redis_client.llen(reply_queue) == 2, "both workers' late replies", timeout=10)
+    answers = command(app, "cancel_consumer", ["general@b"], 5, queue="default")
+    assert answers == {"general@b": {"ok": "no longer consuming from default"}}
+    assert active_queues(app, 5, nodes=["general@b"]) == {"general@b": ["high_priority", "low_priority"]}
