@@ -1,5 +1,6 @@
 """The rollback plans on the deployed demo host, after the other files' tests (pytest runs this
-file last): plan C restarts one pool at a time; a rerun of plan A or plan B changes nothing; the
+file last): a release pushed while an unchanged deploy runs waits for the next deploy; plan C restarts
+one pool at a time; a rerun of plan A or plan B changes nothing; the
 runbook's own plan B strands the page backlog and rollback.yml --tags plan_b moves it to a consumed
 queue; plan B stops the pools before it checks the old code out. Under a producer's load the plans
 are counted in the plain and multihost scenarios."""
@@ -89,6 +90,27 @@ def ready_ns(host, service, since_ns):
         ready = [line.split()[0] for line in (out.stdout + out.stderr).splitlines() if line.endswith(" ready.")]
         times += [int(datetime.datetime.fromisoformat(stamp[:26] + "+00:00").timestamp() * 1e9) for stamp in ready]
     return times
+
+
+def test_a_release_pushed_while_an_unchanged_deploy_runs_is_left_for_the_next_deploy(host):
+    """preflight found nothing to change, so the deploy takes no backup and renders nothing: a release
+    landing on the branch meanwhile must not be pulled behind their back (plan B's test deploys it)."""
+    before = host.check_output(f"git -C {APP_DIR} rev-parse HEAD")
+    run = subprocess.Popen(["ansible-playbook", "-i", str(ROOT / "inventories/local"), str(ROOT / "playbooks/deploy.yml")],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"})
+    lines, pushed = [], False
+    for line in run.stdout:
+        lines.append(line)
+        if not pushed and "Note whether the deploy changes anything" in line:
+            push_release(APP_DIR)  # preflight is over; the code update comes later in the run
+            pushed = True
+    out = "".join(lines)
+    changed = re.search(r"demo-host\s*:.*?changed=(\d+)", out)
+    assert run.wait(timeout=900) == 0 and pushed, out[-3000:]
+    assert changed and int(changed.group(1)) == 0, out[-3000:]
+    assert host.check_output(f"git -C {APP_DIR} rev-parse HEAD") == before
+    assert host.check_output(f"git -C {APP_DIR} ls-remote origin main").split()[0] != before
 
 
 def test_plan_c_restarts_the_pools_one_at_a_time_so_high_priority_keeps_a_consumer(host):
