@@ -168,6 +168,13 @@ def test_tasks_in_flight_during_the_deploy_each_ran_exactly_once(host, env):
     assert set(counts.split()) == {"1"}, "some tasks ran more than once"
 
 
+def test_the_deploys_leave_no_result_files_of_their_background_jobs(host):
+    """Preflight runs docker stats and the Celery executable check in the background (async): their
+    result files in ~/.ansible_async go once read, not two more after every run."""
+    left = host.run("grep -l -e '\"--no-stream\"' -e '\"--version\"' ~/.ansible_async/* 2>/dev/null")
+    assert left.stdout.split() == [], left.stdout
+
+
 def test_app_is_a_git_checkout_of_a_local_bare_origin(host):
     # ansible.builtin.git writes a local-path origin back as a file:// URL; both name the same repo.
     origin = host.check_output(f"git -C {APP_DIR} remote get-url origin").removeprefix("file://")
