@@ -26,7 +26,9 @@ from worker_harness import (  # noqa: F401 # pylint: disable=unused-import
 )
 
 MESSAGES_PER_QUEUE = 4
-SEEDS = range(1, 13)  # one worker start per hash seed, each on its own Redis database
+# One worker start per hash seed, each on its own Redis database. Without the backport, five of
+# these six (all but 3) take a queue other than high_priority first on the demo image's kombu.
+SEEDS = range(1, 7)
 
 
 def queue_messages(client):

@@ -52,6 +52,7 @@ def hold(tag, seconds):
 BACKPORT_LINE = "QUEUE_ORDER_BACKPORTED = _keep_queue_order()"
 FETCH_BACKPORT_LINE = "FETCH_ON_CLOSE_BACKPORTED = _read_fetch_on_close()"
 REQUEUE_BACKPORT_LINE = "REQUEUE_ONCE_BACKPORTED = _requeue_once()"
+TICK_BACKPORT_LINE = "TICK_AFTER_TIMERS_BACKPORTED = _tick_after_timers()"
 
 
 @pytest.fixture
@@ -63,11 +64,14 @@ def readable_tmp():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def app_dir(directory, backport=True, fetch_backport=True, requeue_backport=True, visibility_timeout=3600):
+def app_dir(directory, backport=True, fetch_backport=True, requeue_backport=True, tick_backport=True,
+            visibility_timeout=3600):
     """The app and the rendered config; without a backport when asked, to show the bug it fixes."""
     config = render_celery_config(directory, visibility_timeout=visibility_timeout)
     text = config.read_text()
-    assert BACKPORT_LINE in text and FETCH_BACKPORT_LINE in text and REQUEUE_BACKPORT_LINE in text
+    assert all(line in text for line in (BACKPORT_LINE, FETCH_BACKPORT_LINE, REQUEUE_BACKPORT_LINE, TICK_BACKPORT_LINE))
+    if not tick_backport:
+        text = text.replace(TICK_BACKPORT_LINE, "TICK_AFTER_TIMERS_BACKPORTED = False")
     if not requeue_backport:
         text = text.replace(REQUEUE_BACKPORT_LINE, "REQUEUE_ONCE_BACKPORTED = False")
     if not backport:

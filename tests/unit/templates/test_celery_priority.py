@@ -1,6 +1,7 @@
 """The rendered Celery config module, imported as a worker imports it: the queue-order backport
 (on for kombu before 5.7, off after), the fetch-on-close backport (on before 5.3.2), the
-requeue-once backport (on before 5.3.3) and the fetch hold behind the priority_queue_fetch command."""
+requeue-once backport (on before 5.3.3), the tick-after-timers backport (on before 5.3.0) and the
+fetch hold behind the priority_queue_fetch command."""
 
 import importlib.util
 import time
@@ -8,6 +9,7 @@ from types import SimpleNamespace
 
 import kombu
 import pytest
+from kombu.asynchronous import hub as kombu_hub
 from kombu.transport import redis as kombu_redis
 
 from rendered_config import render_celery_config
@@ -20,6 +22,7 @@ def load_config(tmp_path, monkeypatch):
     original = kombu_redis.Channel.__dict__["active_queues"]
     original_close = kombu_redis.Channel.__dict__["close"]
     original_reject = kombu_redis.QoS.__dict__["reject"]
+    original_fire_timers = kombu_hub.Hub.__dict__["fire_timers"]
 
     def load(version=tuple(kombu.VERSION)):
         monkeypatch.setattr(kombu, "VERSION", version)
@@ -33,6 +36,7 @@ def load_config(tmp_path, monkeypatch):
     kombu_redis.Channel.active_queues = original
     kombu_redis.Channel.close = original_close
     kombu_redis.QoS.reject = original_reject
+    kombu_hub.Hub.fire_timers = original_fire_timers
 
 
 def fake_channel(active, fanout=()):
@@ -248,3 +252,21 @@ def test_every_message_sent_is_stamped_with_its_send_time_under_the_header_the_m
     resent = {SENT_AT_HEADER: 5.0}
     before_task_publish.send(sender="chat.tasks.reply", headers=resent)
     assert resent[SENT_AT_HEADER] == 5.0  # a stamp already there is kept
+
+
+def test_before_kombu_5_3_the_loop_ticks_again_after_its_timers(load_config):
+    """A timer acknowledges a finished task; the tick after it starts the worker's next fetch."""
+    config = load_config((5, 2, 4, "", ""))
+    assert config.TICK_AFTER_TIMERS_BACKPORTED is True
+    calls = []
+    hub = kombu_hub.Hub()
+    hub.on_tick.add(lambda: calls.append("tick"))
+    assert hub.fire_timers() is not None and calls == ["tick"]
+    hub.close()
+
+
+def test_from_kombu_5_3_the_loop_is_kombus_own(load_config):
+    before = kombu_hub.Hub.__dict__["fire_timers"]
+    config = load_config((5, 3, 0, "", ""))
+    assert config.TICK_AFTER_TIMERS_BACKPORTED is False
+    assert kombu_hub.Hub.__dict__["fire_timers"] is before
