@@ -120,21 +120,30 @@ def test_a_worker_that_prefetches_more_than_it_can_run_is_named_with_the_setting
     assert runs_other_than_once(ids) == {}
 
 
+def memory_used(name):
+    usage = docker("stats", "--no-stream", "--format", "{{.MemUsage}}", name).split("/")[0].strip()
+    return float(usage[:-3]) * {"KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3}[usage[-3:]]
+
+
 def test_a_pool_near_its_memory_limit_and_a_full_disk_are_named_with_the_variable_to_change():
     name = container("celery_ai")
     limit, swap = docker("inspect", "--format", "{{.HostConfig.Memory}} {{.HostConfig.MemorySwap}}", name).split()
-    usage = docker("stats", "--no-stream", "--format", "{{.MemUsage}}", name).split("/")[0].strip()
-    used = float(usage[:-3]) * {"KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3}[usage[-3:]]
-    tight = int(used / 0.92)
-    docker("update", "--memory", str(tight), "--memory-swap", str(tight), name)
+    # A limit the pool uses 85% of. A tighter limit makes the kernel reclaim the container's page
+    # cache, so its use drops: read again, and set again until it holds at 70% or more.
     try:
+        for _attempt in range(3):
+            tight = int(memory_used(name) / 0.85)
+            docker("update", "--memory", str(tight), "--memory-swap", str(tight), name)
+            time.sleep(2)
+            if memory_used(name) / tight >= 0.7:
+                break
         # A disk at the threshold in the same run: the threshold is lowered to the disk's use, since the disk
-        # cannot be filled here. The memory threshold is lowered too (80%, not 90): what the pool uses moves
+        # cannot be filled here. The memory threshold is lowered too (60%, not 90): what the pool uses moves
         # by some MiB between the read above and troubleshoot's own, and the limit may not go closer.
         rc, out, _changed = troubleshoot("-e", "priority_queue_troubleshoot_disk_percent=1",
-                                         "-e", "priority_queue_troubleshoot_memory_percent=80")
+                                         "-e", "priority_queue_troubleshoot_memory_percent=60")
         assert rc != 0
-        assert "WARNING: service celery_ai (pilito-demo-celery_ai-1) uses" in out
+        assert "WARNING: service celery_ai (pilito-demo-celery_ai-1) uses" in out, out[-3000:]
         assert "raise memory of priority_queue_pools['celery_ai'] (now 512m) or lower its concurrency (now 2)" in out
         assert f"disk of {APP_DIR} is " in out and "% full" in out
     finally:
