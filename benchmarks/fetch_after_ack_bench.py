@@ -5,8 +5,8 @@ config's tick-after-timers backport (kombu 5.3.0's fix for celery issue #7718), 
 
 Needs the demo stack up (its Redis on 127.0.0.1:6379; database 7 is used and emptied). Each round
 starts a worker in the demo app image (kombu 5.2.4) with the topology's settings (prefetch 1, late
-acks) and one process, on a queue holding --messages quick tasks, and times from its "ready" until
-every task has run. "before" is the rendered config with the backport switched off, "after" the
+acks) and one process, on a queue holding --messages quick tasks, and times from the first task
+run until every task has run. "before" is the rendered config with the backport switched off, "after" the
 config as rendered. Bounded: a round stops after 120 s.
 """
 

@@ -113,6 +113,7 @@ def ask(app, name, timeout, nodes=None, limit=None, until=None, **arguments):
         nodes = sorted(nodes)
         if not nodes:
             return {}
+        asked = set(nodes)
     elif limit is None:
         bound = bound_nodes(app)
         if not bound:
@@ -121,7 +122,7 @@ def ask(app, name, timeout, nodes=None, limit=None, until=None, **arguments):
 
     def collect(reply):
         replies.update(reply)
-        if ((nodes is not None and replies.keys() >= set(nodes))
+        if ((nodes is not None and replies.keys() >= asked)
                 or (limit is not None and len(replies) >= limit)
                 or (until is not None and until(replies))
                 or (bound and bound <= replies.keys())):
