@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/build/collections
 COLLECTION_LINK := build/collections/ansible_collections/pilito/priority_queue
 
-.PHONY: demo demo-show bench test lint sanity collection-check unit integration molecule docker venv collection clean
+.PHONY: demo demo-show bench test lint sanity collection-check unit integration molecule images docker venv collection clean
 
 demo: venv docker  ## the demo host: the chat wait behind the runbook's backlog, the deploy, the wait again
 	scripts/demo.sh up
@@ -28,13 +28,26 @@ demo-show:  ## queue the backlog again and time one chat reply on the running de
 bench: venv docker  ## the runbook's claims measured, three topologies side by side (QUICK=1: about 3 minutes)
 	python benchmarks/bench.py $(if $(QUICK),--quick)
 
-test: lint sanity collection-check unit integration molecule  ## everything CI runs
+# Two suites side by side: the checks and the integration tests (their servers are small) beside
+# the Molecule scenarios, one after the other, multihost first (its first minutes build hosts, not
+# measure). Scenarios side by side overloaded the 2 cores (load 13 to 25): a healthcheck, a ping
+# or a latency measure then said what the load did, not what the code does. Each suite's log:
+# build/logs/; each one's time at the end.
+test: venv docker images  ## everything CI runs
+	scripts/side_by_side.sh \
+	  checks+integration='$(MAKE) --no-print-directory lint sanity collection-check unit integration' \
+	  molecule='$(MAKE) --no-print-directory molecule SCENARIO="multihost default renamed plain"'
+
+images: docker  ## the demo's and the test hosts' images, built once where missing
+	scripts/demo_images.sh >/dev/null
+	scripts/host_image.sh >/dev/null
 
 lint: venv
 	yamllint --strict .
 	# A copy installed by an earlier tool run would shadow this working tree.
 	rm -rf $(HOME)/.ansible/collections/ansible_collections/pilito/priority_queue
 	ansible-lint --offline --profile production
+	python scripts/check_argument_specs.py
 
 sanity: venv  ## ansible-test sanity in a temporary ansible_collections tree (no Docker, no Galaxy)
 	VENV=$(VENV) scripts/ansible_test.sh sanity
@@ -45,10 +58,12 @@ unit: venv
 integration: venv docker  ## TESTS=tests/integration/test_x.py: one file
 	pytest --durations=10 $(or $(TESTS),tests/integration)
 
-molecule: venv docker  ## each scenario (SCENARIO=default: one); on failure, the verifiers' failures are printed last
-	rm -f build/molecule_failures.txt
-	molecule test $(if $(SCENARIO),--scenario-name $(SCENARIO),--all) || { echo "== molecule failed; the verifiers' failures:"; \
-	  cut -c1-1500 build/molecule_failures.txt 2>/dev/null || echo "(none recorded: a step before verify failed)"; \
+MOLECULE_FAILURES = $(if $(SCENARIO),$(SCENARIO:%=build/molecule_failures/%.txt),build/molecule_failures/*.txt)
+molecule: venv docker  ## each scenario (SCENARIO=default, or SCENARIO="default renamed"); on failure, the verifiers' failures are printed last
+	rm -f $(MOLECULE_FAILURES)
+	molecule test $(if $(SCENARIO),$(SCENARIO:%=--scenario-name %),--all) || { echo "== molecule failed; the verifiers' failures:"; \
+	  found=$$(cat $(MOLECULE_FAILURES) 2>/dev/null || true); \
+	  if [ -n "$$found" ]; then printf '%s\n' "$$found" | cut -c1-1500; else echo "(none recorded: a step before verify failed)"; fi; \
 	  exit 1; }
 
 docker:

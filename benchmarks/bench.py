@@ -12,7 +12,8 @@ the queue (the app's own /api/chat/, which times it from its send to a worker's 
 backlogs of crawl and page tasks, and in a burst of 50 chats at once; the crawl throughput. Then
 deploy.yml (first run and unchanged rerun) and each rollback plan, timed against the runbook's
 budget while chats and page tasks keep arriving: the worst AI wait during each, and every task
-counted in the app's task_run table.
+counted in the app's task_run table. Last, the fault matrix (not with --quick or --no-faults): the
+plain app's pools, broker and controller killed under load (molecule/plain's fault test).
 
 It starts the demo stack afresh in its before state (scripts/demo.sh up) with task durations scaled
 by --scale (0.001: a crawl takes 10 ms, a page 5 ms, an AI reply 2 ms), so that the wait behind
@@ -405,7 +406,51 @@ def targets(results, operations, levels):
     return checks
 
 
-def report(args, results, operations, info, levels, started, paths):
+def measure_faults():
+    """The fault matrix: the plain app (scripts/plain_app.sh) deployed, then molecule plain's fault
+    test against it (pools, broker and controller killed under load, a full backup disk), which
+    writes build/fault_matrix.json; the plain app removed after."""
+    plain = {**os.environ, "PLAIN_DIR": os.environ.get("PLAIN_DIR", "/srv/pilito-plain"),
+             "ANSIBLE_COLLECTIONS_PATH": str(ROOT / "build" / "collections")}
+    matrix = ROOT / "build" / "fault_matrix.json"
+    matrix.unlink(missing_ok=True)
+    log("faults: the plain app deployed, then its pools, broker and controller killed under load")
+    try:
+        subprocess.run([str(ROOT / "scripts/plain_app.sh"), "up"], check=True, capture_output=True, env=plain,
+                       timeout=900)
+        subprocess.run(["ansible-playbook", "-i", str(ROOT / "molecule/plain/inventory"),
+                        str(ROOT / "playbooks/deploy.yml")], check=True, capture_output=True, env=plain, timeout=900)
+        test = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                               str(ROOT / "molecule/plain/tests/test_plain_faults.py")],
+                              capture_output=True, text=True, env=plain, timeout=1800, check=False)
+        if test.returncode != 0:
+            log("faults: the fault test failed (the matrix says where):\n" + test.stdout[-3000:])
+    finally:
+        subprocess.run([str(ROOT / "scripts/plain_app.sh"), "down"], capture_output=True, env=plain, check=False,
+                       timeout=600)
+    return json.loads(matrix.read_text()) if matrix.exists() else None
+
+
+def fault_lines(matrix):
+    if not matrix:
+        return []
+    lines = ["## Faults, with every kind of task arriving (the plain app, no person acting)", "",
+             "| fault | every queue consumed again (s) | dead worker's tasks back on their queue (s) | "
+             "redelivered | worst AI wait (s) | tasks sent | ran once | twice | lost |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in matrix["faults"]:
+        back = "refused before any change" if row.get("refused") else fmt(row.get("back_seconds"), 1)
+        lines.append(f"| {row['fault']} | {back} | {fmt(row.get('requeued_seconds'), 1)} | {row['redelivered']} | "
+                     f"{fmt(row.get('worst_ai_wait_seconds'), 2)} | {row['sent']} | {row['ran_once']} | "
+                     f"{row['ran_twice']} | {row['lost']} |")
+    totals = matrix["totals"]
+    lines += ["", f"In all: {totals['sent']} tasks sent, {totals['ran_once']} ran once, {totals['ran_twice']} twice "
+              f"({totals['redelivered']} redelivered: they were running when their worker died), {totals['lost']} "
+              "lost. `molecule/plain/tests/test_plain_faults.py`, which `make test` runs too.", ""]
+    return lines
+
+
+def report(args, results, operations, info, levels, started, paths, faults=None):
     lines = [f"# make bench, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC", "",
              f"Command: `{' '.join([Path(sys.argv[0]).name] + sys.argv[1:]) or 'bench.py'}` "
              f"({'quick' if args.quick else 'full'}), {round((time.monotonic() - started) / 60, 1)} minutes. "
@@ -452,6 +497,7 @@ def report(args, results, operations, info, levels, started, paths):
               "config changes), plan_c_full and plan_b restart it; such a chat's task id is unknown, so it is not in "
               "the count. Every other task sent is counted in the app's task_run table after the operation.", "",
               f"Every sample: `{paths['csv'].name}`. Plot: `{paths['png'].name}`.", "", f"![wait against backlog]({paths['png'].name})", ""]
+    lines += fault_lines(faults)
     paths["md"].write_text("\n".join(lines))
 
 
@@ -459,6 +505,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--quick", action="store_true", help="backlogs up to 100, topologies 1 and 3, deploy and plan_a")
     parser.add_argument("--scale", type=float, default=0.001, help="the demo's DEMO_TIME_SCALE for the run")
+    parser.add_argument("--no-faults", action="store_true", help="leave out the fault matrix (about 6 minutes)")
     parser.add_argument("--burst", type=int, default=50)
     parser.add_argument("--burst-backlog", type=int, default=100)
     parser.add_argument("--topologies", default=",".join(TOPOLOGIES),
@@ -512,6 +559,10 @@ def main():
         operations["plan_c_full"] = operation(demo, "plan_c_full", "rollback", "plan_c_full")
         operations["plan_b"] = operation(demo, "plan_b", "rollback", "plan_b")
 
+    faults = None
+    if not args.quick and not args.no_faults:
+        faults = measure_faults()
+
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d-%H%M")
     paths = {kind: RESULTS / f"{stamp}{'-quick' if args.quick else ''}.{kind}" for kind in ("md", "csv", "png")}
@@ -521,7 +572,7 @@ def main():
         writer.writeheader()
         writer.writerows(samples)
     plot(results, levels, paths["png"])
-    report(args, results, operations, info, levels, started, paths)
+    report(args, results, operations, info, levels, started, paths, faults)
     log(f"report: {paths['md']} ({round((time.monotonic() - started) / 60, 1)} minutes)")
     print(paths["md"].read_text())
 

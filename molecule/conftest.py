@@ -1,8 +1,9 @@
-"""The verifiers' failures, one line each, in build/molecule_failures.txt: `make molecule` prints
-that file last when a scenario fails, since CI keeps only the tail of the output. And what the
+"""The verifiers' failures, one line each, in build/molecule_failures/SCENARIO.txt: `make molecule`
+prints that file last when a scenario fails, since CI keeps only the tail of the output. And what the
 scenarios that count tasks share: where in the broker a task that never ran is, and what the broker
 and the containers' logs said of it (TaskTrace)."""
 
+import os
 import re
 import subprocess
 import threading
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 
-FAILURES = Path(__file__).resolve().parent.parent / "build" / "molecule_failures.txt"
+FAILURES = (Path(__file__).resolve().parent.parent / "build" / "molecule_failures"
+            / f"{os.environ.get('MOLECULE_SCENARIO_NAME', 'unknown')}.txt")
 
 
 def pytest_runtest_logreport(report):
@@ -22,7 +24,7 @@ def pytest_runtest_logreport(report):
             message[-1] if message else "")
         if len(reason) > 1500:  # a playbook's output, whose end says what failed
             reason = f"{reason[:300]} [...] {reason[-1100:]}"
-        FAILURES.parent.mkdir(exist_ok=True)
+        FAILURES.parent.mkdir(parents=True, exist_ok=True)
         with FAILURES.open("a") as out:
             out.write(f"{report.nodeid} ({report.when}): {reason}\n")
 

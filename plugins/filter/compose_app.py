@@ -7,6 +7,7 @@ The app is the user's: only the topology's options change, the rest of its comma
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 
@@ -52,8 +53,80 @@ def app_services(config):
             command=shlex.split(command) if isinstance(command, str) else list(command or []),
             entrypoint=shlex.split(entrypoint) if isinstance(entrypoint, str) else list(entrypoint or []),
             pythonpath=environment.get("PYTHONPATH") or "",
+            restart=restart_policy(service),
         )
     return services
+
+
+# Compose's deploy.restart_policy conditions, as the restart policies Docker runs them with.
+DEPLOY_CONDITIONS = {"any": "always", "on-failure": "on-failure", "none": "no"}
+
+
+def restart_policy(service):
+    """The restart policy Compose gives a service's containers ("" or "no": none), from `restart`
+    or, where that is unset, deploy.restart_policy (whose condition defaults to "any")."""
+    restart = str(service.get("restart") or "")
+    deploy_policy = (service.get("deploy") or {}).get("restart_policy")
+    if restart or deploy_policy is None:
+        return restart
+    return DEPLOY_CONDITIONS.get(deploy_policy.get("condition") or "any", "")
+
+
+def without_restart_policy(services, names):
+    """Those of these services (that exist) whose containers would not come back by themselves
+    after a crash, an engine restart or a reboot."""
+    return [name for name in names if name in services and services[name].get("restart", "") in ("", "no")]
+
+
+def containers_without_restart_policy(inspect_output, services):
+    """[{container, service}] of the containers (`docker inspect`, JSON) of these services that run
+    with no restart policy."""
+    found = []
+    for item in json.loads(inspect_output or "[]"):
+        service = ((item.get("Config") or {}).get("Labels") or {}).get("com.docker.compose.service", "")
+        policy = ((item.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or ""
+        if service in services and policy in ("", "no"):
+            found.append(dict(container=item.get("Name", "").lstrip("/"), service=service))
+    return found
+
+
+def services_down(ps_output, services, stopped_on_purpose=()):
+    """Those of these services with a container that is not running (`docker compose ps --all
+    --format json`: exited, dead or created; one that Docker restarts is left to it), in the order
+    given, but those a rollback plan stopped on purpose."""
+    rows = []
+    text = (ps_output or "").strip()
+    if text.startswith("["):
+        rows = json.loads(text)
+    elif text:
+        rows = [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
+    down = {row.get("Service") for row in rows if row.get("State") in ("exited", "dead", "created")}
+    return [name for name in services if name in down and name not in (stopped_on_purpose or ())]
+
+
+# systemd's time spans as `systemctl show` prints them ("1min 30s", "500ms", "infinity").
+TIMESPAN_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1, "min": 60, "h": 3600, "d": 86400, "w": 604800,
+                  "M": 2629800, "y": 31557600}
+TIMESPAN_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(us|ms|min|s|h|d|w|M|y)")
+
+
+def engine_stop_timeout(show_output):
+    """How long the service manager lets the Docker engine stop: {managed, seconds, said}, from
+    `systemctl show docker.service --property=LoadState --property=TimeoutStopUSec`. Docker itself
+    waits each container's stop_grace_period at an engine stop; systemd kills the engine (and the
+    pools' running tasks) when its own timeout ends first. managed is False where systemd does not
+    run the engine (no systemd, or no docker.service); seconds is None for no limit."""
+    props = dict(line.split("=", 1) for line in (show_output or "").splitlines() if "=" in line)
+    said = props.get("TimeoutStopUSec", "").strip()
+    if props.get("LoadState") != "loaded" or not said:
+        return {"managed": False, "seconds": None, "said": said}
+    if said == "infinity":
+        return {"managed": True, "seconds": None, "said": said}
+    parts = TIMESPAN_PART.findall(said)
+    if not parts or TIMESPAN_PART.sub("", said).strip():
+        raise ValueError(f"cannot read systemd's TimeoutStopUSec {said!r}")
+    return {"managed": True, "seconds": sum(float(number) * TIMESPAN_UNITS[unit] for number, unit in parts),
+            "said": said}
 
 
 # What a worker host's copy of the app's worker leaves out: what ties it to the app host's project.
@@ -286,6 +359,10 @@ class FilterModule:
     def filters(self):
         return {
             "app_services": app_services,
+            "without_restart_policy": without_restart_policy,
+            "containers_without_restart_policy": containers_without_restart_policy,
+            "services_down": services_down,
+            "engine_stop_timeout": engine_stop_timeout,
             "worker_host_compose": worker_host_compose,
             "project_mounts": project_mounts,
             "compose_argv": compose_argv,

@@ -168,6 +168,27 @@ def topology_errors(queues, default_queue, routes, rate_limits, pools, phase, la
     return errors
 
 
+def option_errors(longest_task_seconds, legacy_queues, queues):
+    """Problems with the options the topology's timing and its old queues rest on, each naming its
+    variable; empty when sound. A string of digits counts (extra vars from the command line)."""
+    errors = []
+    longest = longest_task_seconds
+    if isinstance(longest, str) and longest.strip().isdigit():
+        longest = int(longest)
+    if not _is_positive_int(longest):
+        errors.append(f"priority_queue_longest_task_seconds must be a whole number of seconds above 0 (the "
+                      f"pools' stop grace and the broker's visibility timeout exceed it), got {longest_task_seconds!r}")
+    if not isinstance(legacy_queues, list) or not all(isinstance(queue, str) for queue in legacy_queues):
+        errors.append(f"priority_queue_legacy_queues must list queue names, got {legacy_queues!r}")
+        legacy_queues = []
+    for queue in legacy_queues:
+        if queue in (queues or []):
+            errors.append(f"priority_queue_legacy_queues lists {queue!r}, which is also one of priority_queue_queues: "
+                          f"a legacy queue is one the topology no longer uses (its messages move to the default "
+                          f"queue); take it out of one of them")
+    return errors
+
+
 def _placement(pool, groups, app_host):
     """The inventory hosts a pool runs on: the app host, or every host of the groups (or the hosts)
     its `hosts` names."""
@@ -257,6 +278,7 @@ class FilterModule:
             "placed_pools": placed_pools,
             "scale_phases": scale_phases,
             "topology_errors": topology_errors,
+            "option_errors": option_errors,
             "pool_memory_bytes": pool_memory_bytes,
             "pick": pick,
             "memory_bytes": memory_bytes,

@@ -100,6 +100,7 @@ def troubleshoot_containers(ps_output, inspect_output, stats_output="", logs_res
             hostname=details.get("Config", {}).get("Hostname", ""),
             paused=bool(state.get("Paused")), restarting=bool(state.get("Restarting")) or row.get("State") == "restarting",
             oom_killed=bool(state.get("OOMKilled")), restart_count=details.get("RestartCount", 0),
+            restart_policy=((details.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "",
             memory_limit_mib=round(limit / 1024 ** 2, 1) if limit else None, memory_used_mib=used,
             logs=logs.get(short, []) or logs.get(full, []),
         ))
@@ -143,32 +144,53 @@ def _last(lines, pattern):
 
 
 def _finding(severity, subject, problem, evidence, fix, action=None, services=()):
-    """action: what priority_queue_fix may do (start, recreate, unpause, restart) to these services."""
+    """action: what priority_queue_fix may do (start, recreate, unpause, restart, policy) to these services."""
     return dict(severity=severity, subject=subject, problem=problem, evidence=evidence, fix=fix,
                 action=action, services=list(services) if action else [])
 
 
+# Restarts by the container's policy after which a crash is a crash loop, not a single crash.
+CRASH_LOOP_RESTARTS = 3
+
+
 def _why_not_running(container, pool):
-    """The cause of an exited or restarting container, from Docker's state and its last log lines."""
-    logs = container["logs"]
-    if container["oom_killed"] or container["exit_code"] == 137:
+    """The cause of an exited or restarting container, from Docker's state and its last log lines,
+    and whether starting it again is the fix (not for code errors, nor while Docker restarts it)."""
+    logs, code = container["logs"], container["exit_code"]
+    restarts = container["restart_count"] or 0
+    loop = ("a crash loop from " if container["restarting"]
+            else f"a crash loop ({restarts} restarts) from " if restarts >= CRASH_LOOP_RESTARTS else "")
+    counted = f", {restarts} restarts" if restarts else ""
+    startable = not container["restarting"]
+    if container["oom_killed"]:
         limit = f" (limit {container['memory_limit_mib']:g} MiB)" if container["memory_limit_mib"] else ""
         fix = (f"raise memory of priority_queue_pools[{pool['name']!r}] (now {pool.get('memory')}) or lower its "
                f"concurrency (now {pool.get('concurrency')})" if pool else "raise the service's memory limit")
-        return "killed for memory", f"OOMKilled {container['oom_killed']}, exit code {container['exit_code']}{limit}", fix
-    if container["state"] == "exited" and container["exit_code"] == 0 and not container["restarting"]:
-        return ("a stop (exit code 0: stopped, not crashed)", (logs[-1] if logs else "no log lines"),
-                "start it")
+        return (loop + "the kernel's OOM killer (out of memory)", f"OOMKilled true, exit code {code}{limit}{counted}",
+                fix + ("; start it meanwhile (priority_queue_fix)" if startable else ""), startable)
+    killed = ("a SIGKILL that was not for memory (docker kill, a stop that outlasted its grace period, the engine "
+              "stopping, a crash of the host)", f"exit code 137, OOMKilled false{counted}",
+              "start it (priority_queue_fix); with a restart policy it comes back by itself", startable)
+    # Killed or stopped while it ran: a traceback in its logs is a task's, not why it is down.
+    if code == 137 and not container["restarting"]:
+        return (loop + killed[0],) + killed[1:]
+    if code in (0, 143) and not container["restarting"]:
+        return (f"a stop (exit code {code}: stopped, not crashed)", (logs[-1] if logs else "no log lines"),
+                "start it (priority_queue_fix)", True)
     line, _index = _last(logs, CODE_ERROR)
     if line:
-        return ("a code or import error", " / ".join(logs[-3:]),
-                "roll back (rollback.yml --tags plan_b), or fix the release and run deploy.yml again")
+        return (loop + "a code or import error", " / ".join(logs[-3:]),
+                "roll back (rollback.yml --tags plan_b), or fix the release and run deploy.yml again", False)
+    if code == 137:
+        return (loop + killed[0],) + killed[1:]
     line, _index = _last(logs, BROKER_ERROR)
     if line:
-        return ("the broker is unreachable", line,
-                "start the broker, or check priority_queue_broker_service and the broker URL in the app's settings")
-    return ("an unknown cause", (logs[-1] if logs else "no log lines"),
-            "read its logs: docker compose logs " + container["service"])
+        return (loop + "the broker being unreachable", line,
+                "start the broker, or check priority_queue_broker_service and the broker URL in the app's settings; "
+                "then start it (priority_queue_fix)", startable)
+    return (loop + "an unknown cause", (logs[-1] if logs else "no log lines") + f" (exit code {code}{counted})",
+            "read its logs: docker compose logs " + container["service"] + "; start it (priority_queue_fix)",
+            startable)
 
 
 def findings(evidence):
@@ -178,34 +200,43 @@ def findings(evidence):
     and reserved), workers_error, queues (celery_queue_check's), broker (celery_broker_info's),
     broker_error, disks ([{path, used_percent}]), pools ({name: pool}), worker_services,
     broker_service, drift (services whose containers differ from the deployed files), missing (services
-    declared but without a container), broker_wide (this host reports the broker's and workers' findings),
-    secrets (values to redact besides what looks secret), limits."""
+    declared but without a container), restart_policy_services (those that must come back by themselves),
+    stopped_on_purpose (services rollback plan_a stopped), engine_stop (engine_stop_timeout's) and
+    stop_grace_seconds (the pools' stop_grace_period), broker_wide (this host reports the broker's and
+    workers' findings), secrets (values to redact besides what looks secret), limits."""
     found = []
     pools = evidence.get("pools") or {}
     limits = dict(memory_percent=90, disk_percent=90, broker_memory_percent=90)
     limits = {name: float(value) for name, value in dict(limits, **(evidence.get("limits") or {})).items()}
     worker_services = set(evidence.get("worker_services") or [])
-    broker_service = evidence.get("broker_service")
     workers = evidence.get("workers") or {}
     answering_hosts = {node.split("@", 1)[-1] for node in workers}
     drift = set(evidence.get("drift") or [])
     containers = evidence.get("containers") or []
+    stopped_on_purpose = set(evidence.get("stopped_on_purpose") or [])
+    must_come_back = set(evidence.get("restart_policy_services") or [])
 
     for container in containers:
         service, pool = container["service"], pools.get(container["service"])
         subject = f"service {service} ({container['name']})"
         if container["state"] in ("exited", "dead", "created") or container["restarting"]:
-            cause, said, fix = _why_not_running(container, pool)
+            if service in stopped_on_purpose and not container["restarting"]:
+                continue  # rollback plan_a stopped it; the next deploy starts it
+            cause, said, fix, startable = _why_not_running(container, pool)
             state = (f"restarting ({container['restart_count']} restarts)" if container["restarting"]
                      else f"{container['state']} with code {container['exit_code']}")
-            action = None
-            if service == broker_service:
-                fix, action = "start the broker: troubleshoot.yml -e priority_queue_fix=true starts it", "start"
-            elif service in drift:
-                fix = "recreate it from the deployed files (see the finding on its container)"
+            action = "start" if startable else None
+            if service in drift:
+                fix, action = "recreate it from the deployed files (see the finding on its container)", None
             found.append(_finding("critical", subject, f"is not running: {state}, from {cause}", said, fix,
                                   action, [service]))
             continue
+        if service in must_come_back and container["restart_policy"] in ("", "no"):
+            found.append(_finding("warning", subject, "runs with no restart policy: after a crash, an engine restart "
+                                  "or a reboot it stays down", "docker inspect: HostConfig.RestartPolicy.Name "
+                                  f"{container['restart_policy'] or 'empty'}",
+                                  "give it unless-stopped in place (priority_queue_fix, or deploy.yml: docker update, "
+                                  "no restart)", "policy", [service]))
         if container["paused"]:
             found.append(_finding("critical", subject, "is paused: it takes no task and answers no one",
                                   "docker inspect: State.Paused true", "unpause it (priority_queue_fix)", "unpause",
@@ -253,6 +284,15 @@ def findings(evidence):
             found += _queue_findings(evidence.get("queues") or {}, workers, pools)
         found += _prefetch_findings(workers, pools)
         found += _broker_findings(evidence.get("broker"), evidence.get("broker_error"), limits)
+    engine, grace = evidence.get("engine_stop") or {}, float(evidence.get("stop_grace_seconds") or 0)
+    if engine.get("managed") and engine.get("seconds") is not None and engine["seconds"] < grace + 5:
+        found.append(_finding("warning", "the Docker engine", f"is killed by systemd {engine['said']} into a stop "
+                              f"or a reboot, before the pools' warm shutdown ({grace:g} s, and Docker's 5 s) ends: "
+                              "their running tasks are killed with it and wait for redelivery",
+                              f"systemctl show docker.service: TimeoutStopUSec={engine['said']}",
+                              "deploy.yml (it writes the drop-in /etc/systemd/system/docker.service.d/"
+                              f"pilito-priority-queue.conf with TimeoutStopSec={grace + 15:g}), or write it "
+                              "yourself and systemctl daemon-reload"))
     for disk in evidence.get("disks") or []:
         if disk["used_percent"] >= limits["disk_percent"]:
             found.append(_finding("critical" if disk["used_percent"] >= 97 else "warning", f"disk of {disk['path']}",
@@ -353,8 +393,8 @@ def _broker_findings(broker, error, limits):
 
 
 def fix_plan(found):
-    """The services each safe action applies to: {start, unpause, recreate, restart: [service, ...]}."""
-    plan = {action: [] for action in ("start", "unpause", "recreate", "restart")}
+    """The services each safe action applies to: {start, unpause, recreate, restart, policy: [service, ...]}."""
+    plan = {action: [] for action in ("start", "unpause", "recreate", "restart", "policy")}
     for item in found:
         for service in item.get("services") or []:
             if item.get("action") in plan and service not in plan[item["action"]]:

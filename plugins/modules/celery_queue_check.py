@@ -123,9 +123,15 @@ queues:
     known:
       description: Whether the queue has messages or a kombu binding on this broker.
       type: bool
+    redelivered:
+      description:
+        - Messages of dead workers the workers put back on the queue, counted since the broker's data began
+          (the rendered config's watch for dead workers, Redis hash C(priority_queue.redelivered)). Their tasks
+          ran again; none is lost.
+      type: int
   sample:
     high_priority: {"total": 3, "waiting": 1, "by_priority": {"0": 1, "3": 0, "6": 0, "9": 0}, "unacked": 2,
-                    "consumers": 2, "oldest_age_seconds": 0.4, "known": true}
+                    "consumers": 2, "oldest_age_seconds": 0.4, "known": true, "redelivered": 0}
 breaches:
   description: One line per breach, naming the queue, the figure and the limit.
   returned: always
@@ -197,6 +203,10 @@ def breaches(figures, thresholds):
     return lines
 
 
+# Where the rendered config's watch for dead workers counts what it put back, per queue.
+REDELIVERED_KEY = "priority_queue.redelivered"
+
+
 def _label(value):
     return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -215,6 +225,8 @@ def metrics_text(figures, breach_lines, duration, finished_at):
         ("priority_queue_queue_oldest_message_age_seconds", "How long the message next in line has waited.",
          [({"queue": q}, f["oldest_age_seconds"]) for q, f in figures.items()
           if f.get("oldest_age_seconds") is not None]),
+        ("priority_queue_queue_redelivered_messages", "Messages of dead workers put back on the queue (they ran again).",
+         [({"queue": q}, f.get("redelivered", 0)) for q, f in figures.items()]),
         ("priority_queue_queue_breaches", "Thresholds the queue breaches now.",
          [({"queue": q}, sum(1 for line in breach_lines if line.startswith(f"queue {q}:"))) for q in figures]),
         ("priority_queue_check_breaches", "Thresholds breached in the last check.", [({}, len(breach_lines))]),
@@ -298,6 +310,9 @@ def main():
     target, client = connect(module)
     report = dict(changed=False, broker=target.describe(), breaches=[], textfile=None)
     figures = measure(client, queues, params["priority_steps"], params["broker_key_prefix"])
+    redelivered = client.hgetall(params["broker_key_prefix"] + REDELIVERED_KEY)
+    for queue, figure in figures.items():
+        figure["redelivered"] = int(redelivered.get(queue.encode(), 0))
     workers = {}
     if params["consumers"]:
         try:

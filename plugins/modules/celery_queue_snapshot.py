@@ -14,13 +14,13 @@ description:
   - V(saved) reads, in one transaction, each queue's list for every priority step, and kombu's C(unacked) hash
     and C(unacked_index) of reserved messages, and writes them to O(path) (mode 0600, written whole or not
     at all). Messages are copied, not removed.
-  - V(restored) puts each list and the reserved messages back exactly as saved, in one transaction, then
-    counts again and fails if the broker holds a different number than the file.
-  - A key that already holds exactly what was saved (a broker that kept its data) is left alone, so
-    restoring twice changes nothing. A key that holds anything else is never overwritten; the module fails
-    before changing anything and names the queue.
-  - Save and restore while no worker or producer runs, or messages taken or sent in between are not in the
-    snapshot.
+  - V(restored) puts back every saved message the broker does not hold, in one transaction, then reads
+    again and fails unless each saved message is there exactly once.
+  - Messages sent since the snapshot (a producer outside the stack, a cron job) stay, ahead of the saved
+    ones, which are older and so are taken first; a saved message the broker kept (it keeps its data on
+    disk) is not added again. Restoring twice changes nothing.
+  - Save while no worker runs, since a message a worker takes after the snapshot and acknowledges comes
+    back with the restore.
 author:
   - pilito developers (@pilito)
 extends_documentation_fragment:
@@ -90,11 +90,26 @@ reserved:
   type: int
   sample: 0
 restored_keys:
-  description: Redis keys written by a restore (keys that already held the snapshot's content are left out).
+  description: Redis keys written by a restore (keys that already held every saved message are left out).
   returned: when O(state=restored)
   type: list
   elements: str
   sample: ["low_priority", "default"]
+put_back:
+  description: Saved messages the restore wrote (waiting and reserved).
+  returned: when O(state=restored)
+  type: int
+  sample: 1520
+kept:
+  description: Saved messages the broker still held, left as they were.
+  returned: when O(state=restored)
+  type: int
+  sample: 0
+beside:
+  description: Messages the broker holds that are not in the snapshot (sent since), kept beside the saved ones.
+  returned: when O(state=restored)
+  type: int
+  sample: 41
 path:
   description: The snapshot file.
   returned: always
@@ -187,37 +202,83 @@ def write(path, snapshot):
         raise
 
 
-def conflicts(current, snapshot):
-    """Keys holding something other than nothing or exactly the snapshot's content."""
-    found = []
-    for queue, keys in snapshot["queues"].items():
-        for key in keys:
-            if current["lists"].get(key) and current["lists"][key] != snapshot["lists"][key]:
-                found.append(f"queue {queue} (Redis key {key!r}) holds {len(current['lists'][key])} messages")
-    if current["unacked"] and current["unacked"] != snapshot["unacked"]:
-        found.append(f"the reserved messages ({snapshot['unacked_key']!r}) hold {len(current['unacked'])} entries")
-    return found
-
-
-def pending(current, snapshot):
-    """Keys the restore writes: those not already holding the snapshot's content."""
-    keys = [key for key, items in snapshot["lists"].items() if items and current["lists"].get(key) != items]
+def merged(current, snapshot):
+    """What the restore writes, from the broker's content now and the snapshot (both as read() gives
+    them): {lists: {key: whole new list}, unacked: {field: value}, unacked_index: {member: score}}, and
+    the counts put_back, kept, beside. A list is consumed from its tail, and the saved messages are
+    older than any sent since: those stay at the head, the saved ones follow in their saved order, each
+    once."""
+    writes, put_back, kept, beside = dict(lists={}, unacked={}, unacked_index={}), 0, 0, 0
+    for key, saved in snapshot["lists"].items():
+        now = current["lists"].get(key) or []
+        unmatched = {}
+        for item in saved:
+            unmatched[item] = unmatched.get(item, 0) + 1
+        newer = []
+        for item in now:
+            if unmatched.get(item):
+                unmatched[item] -= 1
+            else:
+                newer.append(item)
+        missing = sum(unmatched.values())
+        put_back, kept, beside = put_back + missing, kept + len(saved) - missing, beside + len(newer)
+        if newer + saved != now:
+            writes["lists"][key] = newer + saved
     for name in ("unacked", "unacked_index"):
-        if snapshot[name] and current[name] != snapshot[name]:
-            keys.append(snapshot[name + "_key"])
+        for field, value in snapshot[name].items():
+            if field not in current[name]:
+                writes[name][field] = value
+    put_back += len(writes["unacked"])
+    kept += len(snapshot["unacked"]) - len(writes["unacked"])
+    beside += len(set(current["unacked"]) - set(snapshot["unacked"]))
+    return writes, dict(put_back=put_back, kept=kept, beside=beside)
+
+
+def written_keys(writes, snapshot):
+    keys = list(writes["lists"])
+    keys += [snapshot[name + "_key"] for name in ("unacked", "unacked_index") if writes[name]]
     return keys
 
 
-def restore(client, snapshot, keys):
-    pipe = client.pipeline(transaction=True)
-    for key in keys:
-        if key == snapshot["unacked_key"]:
-            pipe.hset(key, mapping={decode(f): decode(v) for f, v in snapshot["unacked"].items()})
-        elif key == snapshot["unacked_index_key"]:
-            pipe.zadd(key, {decode(m): score for m, score in snapshot["unacked_index"].items()})
-        else:
-            pipe.rpush(key, *(decode(item) for item in snapshot["lists"][key]))
-    pipe.execute()
+def missing_after(current, snapshot):
+    """The saved messages not held exactly once (should be none after a restore): per key, a count."""
+    found = []
+    for key, saved in snapshot["lists"].items():
+        now = current["lists"].get(key) or []
+        wrong = sum(1 for item in set(saved) if now.count(item) != saved.count(item))
+        if wrong:
+            found.append(f"{key!r}: {wrong} saved messages not there exactly once")
+    absent = set(snapshot["unacked"]) - set(current["unacked"])
+    if absent:
+        found.append(f"{snapshot['unacked_key']!r}: {len(absent)} reserved messages missing")
+    return found
+
+
+def restore(client, snapshot, steps, prefix):
+    """Reads and writes in one transaction (WATCH): a message a producer sends meanwhile has the
+    transaction read again, so none is overwritten. Returns (writes, figures)."""
+    from redis.exceptions import WatchError
+
+    keys = list(snapshot["lists"]) + [snapshot["unacked_key"], snapshot["unacked_index_key"]]
+    for _attempt in range(50):
+        with client.pipeline(transaction=True) as pipe:
+            pipe.watch(*keys)
+            writes, figures = merged(read(client, list(snapshot["queues"]), steps, prefix), snapshot)
+            pipe.multi()
+            for key, items in writes["lists"].items():
+                pipe.delete(key)
+                pipe.rpush(key, *(decode(item) for item in items))
+            if writes["unacked"]:
+                pipe.hset(snapshot["unacked_key"], mapping={decode(f): decode(v) for f, v in writes["unacked"].items()})
+            if writes["unacked_index"]:
+                pipe.zadd(snapshot["unacked_index_key"],
+                          {decode(m): score for m, score in writes["unacked_index"].items()})
+            try:
+                pipe.execute()
+            except WatchError:
+                continue
+            return writes, figures
+    raise RuntimeError("the queues kept changing: 50 attempts to restore were interrupted by messages sent meanwhile")
 
 
 def main():
@@ -253,24 +314,20 @@ def main():
 
     snapshot = load(module, path)
     current = read(client, list(snapshot["queues"]), steps, prefix)
-    found = conflicts(current, snapshot)
-    if found:
-        module.fail_json(
-            msg="the broker already holds messages that are not in the snapshot, so nothing was restored: "
-                + "; ".join(found),
-            path=path, broker=target.describe(), **counts(snapshot))
-    written = pending(current, snapshot)
-    if module.check_mode or not written:
-        module.exit_json(changed=bool(written), restored_keys=written, path=path, broker=target.describe(),
-                         **counts(snapshot))
-    restore(client, snapshot, written)
-    after = counts(read(client, list(snapshot["queues"]), steps, prefix))
-    expected = counts(snapshot)
-    if after != expected:
-        module.fail_json(
-            msg=f"after the restore the broker holds {after['messages']} messages, the snapshot {expected['messages']}",
-            path=path, broker=target.describe(), restored_keys=written, **expected)
-    module.exit_json(changed=bool(written), restored_keys=written, path=path, broker=target.describe(), **expected)
+    writes, figures = merged(current, snapshot)
+    if module.check_mode or not figures["put_back"] and not written_keys(writes, snapshot):
+        module.exit_json(changed=bool(written_keys(writes, snapshot)), restored_keys=written_keys(writes, snapshot),
+                         path=path, broker=target.describe(), **figures, **counts(snapshot))
+    try:
+        writes, figures = restore(client, snapshot, steps, prefix)
+    except RuntimeError as exc:
+        module.fail_json(msg=str(exc), path=path, broker=target.describe(), **counts(snapshot))
+    wrong = missing_after(read(client, list(snapshot["queues"]), steps, prefix), snapshot)
+    if wrong:
+        module.fail_json(msg="after the restore: " + "; ".join(wrong), path=path, broker=target.describe(),
+                         restored_keys=written_keys(writes, snapshot), **figures, **counts(snapshot))
+    module.exit_json(changed=bool(written_keys(writes, snapshot)), restored_keys=written_keys(writes, snapshot),
+                     path=path, broker=target.describe(), **figures, **counts(snapshot))
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ def test_counts_match_what_a_worker_drains_and_llen_alone_undercounts(redis_serv
     assert redis_client.llen("low_priority") == 5  # what LLEN of the queue's name sees: half of it
     assert (low["consumers"], high["consumers"], high["total"]) == (0, 1, 0)
     assert 1.0 <= low["oldest_age_seconds"] < 60, low
+    assert low["redelivered"] == 0  # the killed worker's two are not back yet (its watch waits 20 s)
     assert result["failed"] is True
     assert result["breaches"] == [
         "queue high_priority: 1 workers consume it, fewer than min_consumers 2",

@@ -86,16 +86,26 @@ def test_save_restart_restore_keeps_every_message_in_order(own_redis, tmp_path):
     assert content(client) == before
 
 
-def test_restore_never_overwrites_other_messages(redis_server, redis_client, producer, tmp_path):
+def test_restore_keeps_messages_sent_since_beside_the_saved_ones(redis_server, redis_client, producer, tmp_path):
+    """A producer outside the stack kept sending while the broker lost part of its data: every saved
+    message comes back once, behind the ones sent since (lists are consumed from their tail)."""
+    redis_client.flushdb()
     fill(producer, redis_client)
+    before = content(redis_client)
     path = str(tmp_path / "snapshot.json")
     run_module("celery_queue_snapshot", dict(broker_url=redis_server.url(), path=path, state="saved", queues=QUEUES))
-    redis_client.delete("high_priority")
+    redis_client.delete("high_priority", "unacked", "unacked_index")
     redis_client.lpush("low_priority", "a message sent after the snapshot")
     result = run_module("celery_queue_snapshot", dict(broker_url=redis_server.url(), path=path, state="restored"))
-    assert result["failed"] is True
-    assert "queue low_priority" in result["msg"] and "nothing was restored" in result["msg"]
-    assert redis_client.llen("high_priority") == 0, "a refused restore must change nothing"
+    assert result["changed"] is True, result
+    assert (result["put_back"], result["kept"], result["beside"]) == (6, 8, 1), result
+    lists, unacked, index = content(redis_client)
+    assert lists["high_priority"] == before[0]["high_priority"]
+    assert lists["low_priority"] == [b"a message sent after the snapshot"] + before[0]["low_priority"]
+    assert lists["low_priority" + SEP + "6"] == before[0]["low_priority" + SEP + "6"]
+    assert (unacked, index) == before[1:]
+    again = run_module("celery_queue_snapshot", dict(broker_url=redis_server.url(), path=path, state="restored"))
+    assert again["changed"] is False and (again["put_back"], again["beside"]) == (0, 1), again
 
 
 def test_missing_snapshot_and_missing_queues_are_clear_errors(redis_server, tmp_path):

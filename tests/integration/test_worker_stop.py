@@ -22,7 +22,10 @@ STOPS = 5  # worker stops per run: each is one chance for a fetch in flight to l
 def stop_under_load(redis_client, start, fetch_backport, seed, drain_with=None):
     """Start an idle worker, send it SIGTERM, push a burst of messages while it shuts down (after
     0 to 40 ms); return (sent, accounted, the drain's seconds). drain_with: celery_worker_drain's arguments, to drain it first."""
-    name = start(f"stop{seed}@test", ["default"], seed, concurrency=1, fetch_backport=fetch_backport)
+    # Without the fix, without the owner notes too: with them the message was not lost either (its
+    # path not traced), and the test is to show kombu's loss itself.
+    name = start(f"stop{seed}@test", ["default"], seed, concurrency=1, fetch_backport=fetch_backport,
+                 owners=fetch_backport)
     time.sleep(0.3)
     drain_seconds = None
     if drain_with:
@@ -64,9 +67,10 @@ def test_a_drained_worker_stopped_under_load_loses_no_message(redis_server, redi
     for seed in range(STOPS):
         redis_client.flushdb()
         sent, accounted, drain_seconds = stop_under_load(
-            redis_client, workers, False, seed + 300, drain_with=dict(broker_url=redis_server.url(0), fetch_seconds=5))
+            redis_client, workers, False, seed + 300, drain_with=dict(broker_url=redis_server.url(0), fetch_seconds=30))
         seconds.append(round(drain_seconds, 1))
         lost.append(sent - accounted)
     print("lost per stop:", lost, "drain seconds:", seconds)
     assert lost == [0] * STOPS
-    assert max(seconds) < 5, "the drain waited out fetch_seconds instead of the worker's word"
+    # Far from fetch_seconds, not a fixed few seconds: on a loaded machine the word itself took 6.8 s.
+    assert max(seconds) < 20, "the drain waited out fetch_seconds instead of the worker's word"

@@ -47,12 +47,23 @@ def sleep(seconds):
 def hold(tag, seconds):
     time.sleep(seconds * float(os.environ.get("HOLD_SCALE", "1")))
     started.rpush("started", tag)
+
+
+@app.task(name="orderapp.begin_hold")
+def begin_hold(tag, seconds):
+    started.rpush("began", tag)
+    time.sleep(seconds)
+    started.rpush("started", tag)
 """
 
 BACKPORT_LINE = "QUEUE_ORDER_BACKPORTED = _keep_queue_order()"
 FETCH_BACKPORT_LINE = "FETCH_ON_CLOSE_BACKPORTED = _read_fetch_on_close()"
 REQUEUE_BACKPORT_LINE = "REQUEUE_ONCE_BACKPORTED = _requeue_once()"
 TICK_BACKPORT_LINE = "TICK_AFTER_TIMERS_BACKPORTED = _tick_after_timers()"
+OWNERS_LINE = "OWNERS_NOTED = _note_owners()"
+DEAD_AFTER_LINE = "DEAD_AFTER_SECONDS = 20"
+HEARTBEAT_LINE = "HEARTBEAT_SECONDS = 5"
+DRAINED_FOR_LINE = "DRAINED_FOR_SECONDS = 45"
 
 
 @pytest.fixture
@@ -65,11 +76,21 @@ def readable_tmp():
 
 
 def app_dir(directory, backport=True, fetch_backport=True, requeue_backport=True, tick_backport=True,
-            visibility_timeout=3600):
-    """The app and the rendered config; without a backport when asked, to show the bug it fixes."""
+            visibility_timeout=3600, owners=True, dead_after=None, drained_for=None):
+    """The app and the rendered config; without a backport when asked, to show the bug it fixes.
+    dead_after: seconds before a silent worker's messages go back (heartbeats every fifth of it);
+    drained_for: seconds before a drained worker that was not stopped consumes again."""
     config = render_celery_config(directory, visibility_timeout=visibility_timeout)
     text = config.read_text()
-    assert all(line in text for line in (BACKPORT_LINE, FETCH_BACKPORT_LINE, REQUEUE_BACKPORT_LINE, TICK_BACKPORT_LINE))
+    assert all(line in text for line in (BACKPORT_LINE, FETCH_BACKPORT_LINE, REQUEUE_BACKPORT_LINE, TICK_BACKPORT_LINE,
+                                         OWNERS_LINE, DEAD_AFTER_LINE, HEARTBEAT_LINE, DRAINED_FOR_LINE))
+    if not owners:
+        text = text.replace(OWNERS_LINE, "OWNERS_NOTED = False")
+    if dead_after:
+        text = text.replace(DEAD_AFTER_LINE, f"DEAD_AFTER_SECONDS = {dead_after}")
+        text = text.replace(HEARTBEAT_LINE, f"HEARTBEAT_SECONDS = {max(1, dead_after // 5)}")
+    if drained_for:
+        text = text.replace(DRAINED_FOR_LINE, f"DRAINED_FOR_SECONDS = {drained_for}")
     if not tick_backport:
         text = text.replace(TICK_BACKPORT_LINE, "TICK_AFTER_TIMERS_BACKPORTED = False")
     if not requeue_backport:
@@ -104,10 +125,11 @@ def workers(redis_server, redis_client, demo_images, readable_tmp):
     names = []
 
     def start(node, queues, seed, backport=True, concurrency=2, config=True, fetch_backport=True,
-              visibility_timeout=3600, env=None):
+              visibility_timeout=3600, env=None, owners=True, dead_after=None, drained_for=None):
         directory = readable_tmp / f"{node.replace('@', '-')}-{seed}"
         directory.mkdir(mode=0o755)
-        app_dir(directory, backport, fetch_backport, visibility_timeout=visibility_timeout)
+        app_dir(directory, backport, fetch_backport, visibility_timeout=visibility_timeout, owners=owners,
+                dead_after=dead_after, drained_for=drained_for)
         env_args = [item for key, value in (env or {}).items() for item in ("-e", f"{key}={value}")]
         if not config:
             (directory / "celery_priority.py").unlink()

@@ -82,6 +82,27 @@ def test_flower_published_beyond_loopback_without_authentication_is_refused_and_
     assert get("")[0] == 401
 
 
+@pytest.mark.parametrize("options, said", [
+    ({"priority_queue_longest_task_seconds": 0},
+     "priority_queue_longest_task_seconds must be a whole number of seconds above 0"),
+    ({"priority_queue_legacy_queues": ["celery", "default"]},
+     "priority_queue_legacy_queues lists 'default', which is also one of priority_queue_queues"),
+    ({"priority_queue_queue_check_thresholds": {"crawl": {"max_messages": 10}}},
+     "priority_queue_queue_check_thresholds['crawl']: 'crawl' is not a queue of the topology"),
+    ({"priority_queue_queue_check_thresholds": {"default": {"max_messages": -1}}},
+     "priority_queue_queue_check_thresholds['default'].max_messages must be a whole number not below 0"),
+])
+def test_options_that_would_break_the_topology_are_refused_by_name_and_nothing_changes(tmp_path, options, said):
+    rendered = [Path(f"{APP_DIR}/docker-compose.priority-queue.yml"), Path(f"{APP_DIR}/priority_queue/topology.json")]
+    before = [path.read_bytes() for path in rendered]
+    extra = tmp_path / "options.yml"
+    extra.write_text(json.dumps(options))
+    rc, out, changed = playbook("deploy.yml", "-e", f"@{extra}")
+    assert rc != 0 and changed == 0, out[-3000:]
+    assert said in out, out[-3000:]
+    assert [path.read_bytes() for path in rendered] == before
+
+
 def test_a_broker_that_keeps_nothing_on_disk_is_refused_unless_the_risk_is_accepted():
     rc, out, changed = playbook("deploy.yml", "-e", '{"priority_queue_broker_accepted_risks": []}')
     assert rc != 0 and changed == 0, out[-3000:]

@@ -37,12 +37,13 @@ def dotenv(host):
 
 
 def playbook(name, *args):
-    """Runs one of the collection's playbooks; returns (rc, output, the number of changed tasks)."""
+    """Runs one of the collection's playbooks; returns (rc, the end of its output, the number of changed
+    tasks). Failures are in stderr: Molecule's ansible.cfg sets display_failed_stderr."""
     out = subprocess.run(["ansible-playbook", "-i", str(ROOT / "inventories/local"), str(ROOT / "playbooks" / name),
                           *args], capture_output=True, text=True, timeout=900, check=False,
                          env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"})
     changed = re.search(r"demo-host\s*:.*?changed=(\d+)", out.stdout)
-    return out.returncode, out.stdout[-3000:], int(changed.group(1)) if changed else None
+    return out.returncode, out.stdout[-3000:] + out.stderr[-3000:], int(changed.group(1)) if changed else None
 
 
 def queue_lengths(host):
@@ -127,6 +128,14 @@ def test_plan_c_restarts_the_pools_one_at_a_time_so_high_priority_keeps_a_consum
     ready = ready_ns(host, first, started)
     assert len(ready) == len(died[first]), f"{first}: {len(died[first])} stopped, {len(ready)} said ready"
     assert max(ready) < min(died[second]), f"{second} stopped before {first} was ready again: {seen}, {ready}"
+
+
+def test_a_tag_that_names_no_plan_is_refused_and_changes_nothing(host):
+    before = host.run("docker ps -q --no-trunc").stdout.split()
+    rc, out, _changed = playbook("rollback.yml", "--tags", "plan_x")
+    assert rc != 0, out
+    assert "rollback.yml --tags plan_x names no plan: give one of plan_a, plan_b, plan_c, plan_c_full" in out, out
+    assert host.run("docker ps -q --no-trunc").stdout.split() == before
 
 
 def test_plan_a_stops_the_ai_pool_and_a_rerun_changes_nothing(host):

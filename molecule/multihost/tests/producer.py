@@ -14,7 +14,7 @@ TASKS = [("chat.tasks.generate_ai_reply", lambda n: [f"multihost {n}", time.time
          ("knowledge.tasks.count_missing_chunk_index", lambda n: [])]
 sent, unsent, retried = [], [], []
 start, n = time.monotonic(), 0
-while not os.path.exists("/tmp/stop-producer") and time.monotonic() - start < 1500:
+while not os.path.exists("/tmp/stop-producer") and time.monotonic() - start < 2400:
     name, make_args = TASKS[n % len(TASKS)]
     task_id = f"{PREFIX}-{n}"
     body = json.dumps({"name": name, "args": make_args(n), "task_id": task_id}).encode()

@@ -190,6 +190,50 @@ def started_at(host_name, service):
     return inspect_service(host_name, service, "{{.State.StartedAt}}")
 
 
+def consumers_by_host():
+    """Host name of each worker container -> the queues its worker consumes, asked over the broker."""
+    from celery import Celery  # pylint: disable=import-outside-toplevel
+
+    app = Celery("test", broker=BROKER + "/0", set_as_current=False)
+    try:
+        with app.connection_for_write() as connection:
+            replies = app.control.inspect(timeout=2, connection=connection).active_queues() or {}
+    except Exception:  # noqa: BLE001 (the broker is unreachable for a moment)
+        return {}
+    finally:
+        app.close()
+    return {node.split("@", 1)[1]: sorted(queue["name"] for queue in queues) for node, queues in replies.items()}
+
+
+def test_an_engine_restart_brings_the_hosts_pools_back_with_no_person():
+    """mh-workers' Docker engine stopped (SIGTERM, as a package upgrade or a reboot stops it) while its
+    general pool runs page tasks, and started again. The engine stops each container within its
+    stop_grace_period, so the pool's running tasks finish (the last test finds none ran twice); the
+    restart policy the deploy gave the pool starts it again."""
+    host = "mh-workers"
+    pools_before = consumers_by_host()
+    assert pools_before, "no worker answered before the engine restart"
+    started = time.monotonic()
+    stop = on(host, "kill -TERM $(pidof dockerd) && while pidof dockerd >/dev/null; do sleep 0.2; done")
+    assert stop.returncode == 0, stop.stderr
+    stopped_after = time.monotonic() - started
+    subprocess.run(["docker", "exec", "-d", f"pilito-{host}", "sh", "-c", "dockerd >>/var/log/dockerd.log 2>&1"],
+                   check=True)
+    deadline, back_after = time.monotonic() + 180, None
+    while time.monotonic() < deadline:
+        if len(consumers_by_host()) == len(pools_before):
+            back_after = round(time.monotonic() - started, 1)
+            break
+        time.sleep(1)
+    shutdown = on(host, "docker logs $(docker ps -aq --filter label=com.docker.compose.service=celery_worker) 2>&1"
+                        " | grep -c 'Warm shutdown' || true")
+    (ROOT / "build" / "multihost" / "engine_restart.json").write_text(json.dumps(dict(
+        engine_stopped_seconds=round(stopped_after, 1), consumed_again_seconds=back_after,
+        warm_shutdowns_logged=shutdown.stdout.strip())))
+    assert back_after is not None and back_after <= 120, (back_after, consumers_by_host(), pools_before)
+    assert inspect_service(host, "celery_worker", "{{.HostConfig.RestartPolicy.Name}}") == ["unless-stopped"]
+
+
 def test_plan_c_restarts_the_celery_services_on_every_host():
     pools = [("mh-ai", "celery_ai"), ("mh-workers", "celery_worker"), ("mh-app", "celery_worker")]
     before = [started_at(host_name, service) for host_name, service in pools]

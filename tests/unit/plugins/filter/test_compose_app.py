@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from ansible_collections.pilito.priority_queue.plugins.filter.compose_app import (
@@ -9,13 +11,18 @@ from ansible_collections.pilito.priority_queue.plugins.filter.compose_app import
     compose_argv,
     compose_failure,
     containers,
+    containers_without_restart_policy,
+    engine_stop_timeout,
     image_pythonpath,
     image_pythonpaths,
     images_to_restore,
     joined_pythonpath,
     project_mounts,
     replaced_containers,
+    restart_policy,
+    services_down,
     running_images,
+    without_restart_policy,
     worker_command,
     worker_host_compose,
 )
@@ -81,9 +88,43 @@ CONFIG = {"services": {
 def test_app_services_drop_environment_values():
     services = app_services(CONFIG)
     assert services["web"] == dict(image="app:1", build=False, container_name=False, ports=False,
-                                   command=["gunicorn", "app:wsgi"], entrypoint=[], pythonpath="/x")
+                                   command=["gunicorn", "app:wsgi"], entrypoint=[], pythonpath="/x", restart="")
     assert "s3cret" not in repr(services) and "pw" not in repr(services)
     assert services["redis"]["build"] is True
+
+
+@pytest.mark.parametrize("service, policy", [
+    ({}, ""),
+    ({"restart": "always"}, "always"),
+    ({"restart": "no"}, "no"),
+    ({"deploy": {"restart_policy": {}}}, "always"),
+    ({"deploy": {"restart_policy": {"condition": "on-failure"}}}, "on-failure"),
+    ({"deploy": {"restart_policy": {"condition": "none"}}}, "no"),
+    ({"restart": "unless-stopped", "deploy": {"restart_policy": {"condition": "none"}}}, "unless-stopped"),
+    ({"deploy": {"replicas": 2}}, ""),
+])
+def test_restart_policy_reads_restart_then_deploy(service, policy):
+    assert restart_policy(service) == policy
+
+
+def test_services_without_restart_policy_are_named_in_order():
+    services = app_services({"services": {"redis": {}, "db": {"restart": "no"}, "web": {"restart": "always"}}})
+    assert without_restart_policy(services, ["web", "db", "redis", "absent"]) == ["db", "redis"]
+
+
+def test_running_containers_without_restart_policy():
+    inspect = json.dumps([
+        {"Name": "/p-worker-1", "Config": {"Labels": {"com.docker.compose.service": "worker"}},
+         "HostConfig": {"RestartPolicy": {"Name": ""}}},
+        {"Name": "/p-redis-1", "Config": {"Labels": {"com.docker.compose.service": "redis"}},
+         "HostConfig": {"RestartPolicy": {"Name": "always"}}},
+        {"Name": "/p-web-1", "Config": {"Labels": {"com.docker.compose.service": "web"}},
+         "HostConfig": {"RestartPolicy": {"Name": "no"}}},
+        {"Name": "/other", "Config": {"Labels": {}}, "HostConfig": {"RestartPolicy": {"Name": ""}}},
+    ])
+    assert containers_without_restart_policy(inspect, ["worker", "redis", "web"]) == [
+        dict(container="p-worker-1", service="worker"), dict(container="p-web-1", service="web")]
+    assert containers_without_restart_policy("", ["worker"]) == []
 
 
 def errors(**changes):
@@ -202,3 +243,31 @@ def test_a_worker_host_runs_the_app_worker_as_resolved_with_the_app_names_pointi
 def test_only_the_project_directorys_bind_mounts_are_its_code():
     assert project_mounts(APP_CONFIG, "worker", "/srv/shop/") == ["/srv/shop", "/srv/shop/media"]
     assert project_mounts(APP_CONFIG, "redis", "/srv/shop") == []
+
+
+def test_services_down_are_the_stopped_ones_but_those_stopped_on_purpose():
+    ps = "\n".join(json.dumps(row) for row in [
+        {"Service": "redis", "State": "exited"}, {"Service": "web", "State": "running"},
+        {"Service": "celery_ai", "State": "exited"}, {"Service": "celery_ai", "State": "running"},
+        {"Service": "celery_worker", "State": "created"}, {"Service": "flower", "State": "restarting"},
+        {"Service": "migrate", "State": "exited"}])
+    services = ["web", "celery_worker", "celery_ai", "redis", "flower"]
+    assert services_down(ps, services) == ["celery_worker", "celery_ai", "redis"]
+    assert services_down(ps, services, ["celery_ai"]) == ["celery_worker", "redis"]
+    assert services_down("[" + ps.replace("\n", ",") + "]", ["redis"]) == ["redis"]
+    assert services_down("", services) == []
+
+
+def test_the_engines_stop_timeout_is_read_from_systemd_in_seconds():
+    def shown(timeout, state="loaded"):
+        return f"LoadState={state}\nTimeoutStopUSec={timeout}\n"
+    assert engine_stop_timeout(shown("1min 30s")) == {"managed": True, "seconds": 90, "said": "1min 30s"}
+    assert engine_stop_timeout(shown("2min"))["seconds"] == 120
+    assert engine_stop_timeout(shown("1h 5min 500ms"))["seconds"] == 3900.5
+    assert engine_stop_timeout(shown("infinity")) == {"managed": True, "seconds": None, "said": "infinity"}
+    # No docker.service (a snap, a container, an engine started by hand): systemd shows defaults for it.
+    assert engine_stop_timeout(shown("1min 30s", "not-found"))["managed"] is False
+    # No systemd at all: the command failed and printed nothing on stdout.
+    assert engine_stop_timeout("") == {"managed": False, "seconds": None, "said": ""}
+    with pytest.raises(ValueError, match="TimeoutStopUSec 'soon'"):
+        engine_stop_timeout(shown("soon"))

@@ -7,6 +7,7 @@ from ansible_collections.pilito.priority_queue.plugins.filter.topology import (
     memory_bytes,
     memory_in_use_mb,
     memory_shortfall_mb,
+    option_errors,
     placed_pools,
     placement_errors,
     pool_memory_bytes,
@@ -185,3 +186,18 @@ def test_hosts_must_be_a_list_of_names():
     errors = topology_errors(QUEUES, "default", ROUTES, RATES, pools_with("celery_ai", hosts="ai"), 1, "high_priority")
     assert errors == ["priority_queue_pools['celery_ai'].hosts must list inventory groups or hosts (empty: the app "
                       "host), got 'ai'"]
+
+
+def test_options_the_topology_rests_on_are_refused_naming_the_variable():
+    queues = ["high_priority", "default"]
+    assert option_errors(300, ["celery"], queues) == []
+    assert option_errors("300", [], queues) == []  # -e priority_queue_longest_task_seconds=300
+    for bad in (0, -5, "0", "soon", 1.5, True, None):
+        errors = option_errors(bad, [], queues)
+        assert len(errors) == 1 and errors[0].startswith("priority_queue_longest_task_seconds must be a whole "
+                                                         "number of seconds above 0"), (bad, errors)
+    both = option_errors(300, ["celery", "default"], queues)
+    assert both == ["priority_queue_legacy_queues lists 'default', which is also one of priority_queue_queues: "
+                    "a legacy queue is one the topology no longer uses (its messages move to the default queue); "
+                    "take it out of one of them"]
+    assert option_errors(300, "celery", queues) == ["priority_queue_legacy_queues must list queue names, got 'celery'"]

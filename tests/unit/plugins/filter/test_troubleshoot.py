@@ -21,7 +21,8 @@ POOLS = {"celery_ai": {"name": "celery_ai", "queues": ["high_priority"], "concur
 def container(service="celery_ai", state="running", **changes):
     item = dict(container="abc123", name=f"demo-{service}-1", service=service, state=state, health="healthy",
                 exit_code=0, hostname=f"host-{service}", paused=False, restarting=False, oom_killed=False,
-                restart_count=0, memory_limit_mib=512.0, memory_used_mib=100.0, logs=[])
+                restart_count=0, restart_policy="unless-stopped", memory_limit_mib=512.0, memory_used_mib=100.0,
+                logs=[])
     item.update(changes)
     return item
 
@@ -61,7 +62,8 @@ def test_containers_join_compose_ps_inspect_stats_and_logs():
     inspect = json.dumps([
         {"Id": "aaa111ffff", "Config": {"Hostname": "aaa111ffff"}, "RestartCount": 4,
          "State": {"Restarting": True, "OOMKilled": False, "Paused": False}, "HostConfig": {"Memory": 536870912}},
-        {"Id": "bbb222ffff", "Config": {"Hostname": "bbb222ffff"}, "State": {}, "HostConfig": {"Memory": 0}}])
+        {"Id": "bbb222ffff", "Config": {"Hostname": "bbb222ffff"}, "State": {},
+         "HostConfig": {"Memory": 0, "RestartPolicy": {"Name": "always"}}}])
     stats = json.dumps({"ID": "bbb222ffff", "MemUsage": "12.5MiB / 23.4GiB"})
     logs = [{"item": "aaa111", "stdout": "", "stderr": "line one\nError: Unable to load celery application.\n"}]
     first, second = troubleshoot_containers(ps, inspect, stats, logs)
@@ -69,6 +71,7 @@ def test_containers_join_compose_ps_inspect_stats_and_logs():
         "celery_ai", True, 4, 512.0)
     assert first["logs"] == ["line one", "Error: Unable to load celery application."]
     assert (second["memory_used_mib"], second["memory_limit_mib"], second["hostname"]) == (12.5, None, "bbb222ffff")
+    assert (first["restart_policy"], second["restart_policy"]) == ("", "always")
 
 
 def test_a_worker_that_cannot_start_is_named_with_the_cause_from_its_logs():
@@ -76,16 +79,67 @@ def test_a_worker_that_cannot_start_is_named_with_the_cause_from_its_logs():
     found = findings(evidence(containers=[container(state="restarting", restarting=True, restart_count=5, logs=logs,
                                                     exit_code=2)], drift=["celery_ai"]))
     assert found[0]["severity"] == "critical"
-    assert found[0]["problem"] == "is not running: restarting (5 restarts), from a code or import error"
+    assert found[0]["problem"] == "is not running: restarting (5 restarts), from a crash loop from a code or import error"
     assert found[0]["evidence"] == "Traceback (most recent call last): / ModuleNotFoundError: No module named 'nosuchapp'"
     assert found[1]["problem"].startswith("runs a container that differs from the deployed compose files")
-    assert fix_plan(found) == dict(start=[], unpause=[], recreate=["celery_ai"], restart=[])
-    oom = findings(evidence(containers=[container(state="exited", exit_code=137, oom_killed=True)]))[0]
-    assert "from killed for memory" in oom["problem"]
-    assert "raise memory of priority_queue_pools['celery_ai'] (now 512m) or lower its concurrency (now 2)" in oom["fix"]
+    assert fix_plan(found) == dict(start=[], unpause=[], recreate=["celery_ai"], restart=[], policy=[])
     broker = findings(evidence(containers=[container(state="exited", exit_code=1, logs=[
         "consumer: Cannot connect to redis://redis:6379/0: Error 111 connecting to redis:6379. Connection refused."])]))
-    assert "from the broker is unreachable" in broker[0]["problem"] and broker[0]["action"] is None
+    assert "from the broker being unreachable" in broker[0]["problem"] and broker[0]["action"] == "start"
+
+
+def test_an_oom_kill_is_told_from_another_sigkill_and_a_crash_loop_from_one_crash():
+    oom = findings(evidence(containers=[container(state="exited", exit_code=137, oom_killed=True)]))[0]
+    assert oom["problem"] == "is not running: exited with code 137, from the kernel's OOM killer (out of memory)"
+    assert "raise memory of priority_queue_pools['celery_ai'] (now 512m) or lower its concurrency (now 2)" in oom["fix"]
+    killed = findings(evidence(containers=[container(state="exited", exit_code=137)]))[0]
+    assert "from a SIGKILL that was not for memory" in killed["problem"]
+    assert "memory" not in killed["fix"] and killed["action"] == "start"
+    assert killed["evidence"] == "exit code 137, OOMKilled false"
+    looping = findings(evidence(containers=[container(state="exited", exit_code=137, restart_count=4)]))[0]
+    assert "from a crash loop (4 restarts) from a SIGKILL" in looping["problem"]
+    once = findings(evidence(containers=[container(state="exited", exit_code=137, restart_count=1)]))[0]
+    assert "crash loop" not in once["problem"] and once["evidence"].endswith(", 1 restarts")
+    restarting = findings(evidence(containers=[container(state="restarting", restarting=True, exit_code=137,
+                                                         oom_killed=True, restart_count=7)]))[0]
+    assert restarting["problem"] == ("is not running: restarting (7 restarts), from a crash loop from the kernel's "
+                                     "OOM killer (out of memory)")
+    assert restarting["action"] is None  # Docker restarts it already
+
+
+def test_a_tasks_traceback_in_the_logs_of_a_killed_worker_is_not_why_it_is_down():
+    logs = ["Traceback (most recent call last):", "ValueError: a task's own error"]
+    killed = findings(evidence(containers=[container(state="exited", exit_code=137, logs=logs)]))[0]
+    assert "SIGKILL" in killed["problem"] and killed["action"] == "start"
+    looping = findings(evidence(containers=[container(state="restarting", restarting=True, exit_code=0,
+                                                      restart_count=2, logs=logs)]))[0]
+    assert "a crash loop from a code or import error" in looping["problem"] and looping["action"] is None
+
+
+def test_what_plan_a_stopped_is_no_finding_and_a_container_without_restart_policy_is():
+    stopped = container(state="exited", exit_code=0)
+    assert findings(evidence(containers=[stopped], stopped_on_purpose=["celery_ai"])) == []
+    assert findings(evidence(containers=[stopped]))[0]["action"] == "start"
+    bare = findings(evidence(containers=[container("redis", restart_policy="")],
+                             restart_policy_services=["redis", "celery_ai"]))
+    assert [(item["subject"], item["severity"], item["action"]) for item in bare] == [
+        ("service redis (demo-redis-1)", "warning", "policy")]
+    assert "stays down" in bare[0]["problem"]
+    assert fix_plan(bare)["policy"] == ["redis"]
+    assert findings(evidence(containers=[container("redis", restart_policy="")])) == []  # not one it relies on
+
+
+def test_an_engine_that_systemd_kills_before_the_pools_warm_shutdown_is_a_finding():
+    def engine(said, seconds, managed=True):
+        return findings(evidence(engine_stop={"managed": managed, "seconds": seconds, "said": said},
+                                 stop_grace_seconds="90"))
+    short = engine("1min 30s", 90)
+    assert [(item["subject"], item["severity"], item["action"]) for item in short] == [
+        ("the Docker engine", "warning", None)]
+    assert "TimeoutStopSec=105" in short[0]["fix"] and "TimeoutStopUSec=1min 30s" in short[0]["evidence"]
+    assert engine("1min 35s", 95) == []  # the grace and Docker's own 5 s fit
+    assert engine("infinity", None) == []
+    assert engine("", None, managed=False) == []  # no systemd: nothing but Docker stops the engine
 
 
 def test_a_stopped_broker_is_started_by_the_fix():

@@ -50,7 +50,8 @@ def test_limits_met_exactly_are_not_breaches():
 
 
 def test_the_metrics_parse_as_prometheus_text_with_base_units_and_labels():
-    figures = {"high": figure(waiting=2, unacked=1, consumers=2, age=1.5, by_priority={"0": 1, "3": 1}),
+    figures = {"high": dict(figure(waiting=2, unacked=1, consumers=2, age=1.5, by_priority={"0": 1, "3": 1}),
+                            redelivered=4),
                "low": figure(waiting=0, consumers=0)}
     text = metrics_text(figures, ["queue high: something"], 0.25, 1796000000.5)
     families = {family.name: family for family in text_string_to_metric_families(text)}
@@ -64,6 +65,8 @@ def test_the_metrics_parse_as_prometheus_text_with_base_units_and_labels():
     assert samples[("priority_queue_queue_oldest_message_age_seconds", (("queue", "high"),))] == 1.5
     assert ("priority_queue_queue_oldest_message_age_seconds", (("queue", "low"),)) not in samples
     assert samples[("priority_queue_queue_breaches", (("queue", "high"),))] == 1
+    assert samples[("priority_queue_queue_redelivered_messages", (("queue", "high"),))] == 4
+    assert samples[("priority_queue_queue_redelivered_messages", (("queue", "low"),))] == 0
     assert samples[("priority_queue_queue_breaches", (("queue", "low"),))] == 0
     assert samples[("priority_queue_check_breaches", ())] == 1
     assert samples[("priority_queue_check_last_success_timestamp_seconds", ())] == 1796000000.5
