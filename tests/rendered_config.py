@@ -10,7 +10,7 @@ TEMPLATE = Path(__file__).resolve().parents[1] / "roles/priority_queue/templates
 
 
 def render_celery_config(directory, queues=("high_priority", "default", "low_priority"), routes=None,
-                         rate_limits=None, default_queue="default", visibility_timeout=3600):
+                         rate_limits=None, default_queue="default", visibility_timeout=3600, legacy_queues=("celery",)):
     """Write celery_priority.py into directory and return its path."""
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     env.filters["to_json"] = json.dumps
@@ -21,6 +21,7 @@ def render_celery_config(directory, queues=("high_priority", "default", "low_pri
         priority_queue_routes=routes or {},
         priority_queue_rate_limits=rate_limits or {},
         __priority_queue_visibility_timeout=visibility_timeout,
+        __priority_queue_all_queues=list(dict.fromkeys([*queues, *legacy_queues])),
     )
     path = Path(directory) / "celery_priority.py"
     path.write_text(text)

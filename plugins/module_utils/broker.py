@@ -33,6 +33,12 @@ BINDING_PREFIX = "_kombu.binding."
 # The header the rendered celery_priority.py stamps on every message a producer sends (Unix
 # seconds): Celery's own messages carry no send time.
 SENT_AT_HEADER = "pilito_sent_at"
+# Workers that load the rendered celery_priority.py wait on one wake-up list per queue and take a
+# message with a script that records it as theirs (a reply lost in the network loses nothing).
+# Whatever puts a message on a queue pushes a wake-up beside it, in the same transaction, or the
+# message waits up to a second (a worker's wait). Not used under a key prefix.
+WAKE_KEY = "priority_queue.wake.{queue}"
+WAKE_UPS_KEPT = 100
 SCHEMES = ("redis", "rediss", "sentinel")
 MASKED = "********"
 PROBE_TASK = "celery.accumulate"
@@ -143,6 +149,14 @@ def _mask(url):
 def queue_key(queue, priority, prefix=""):
     """The Redis list holding one priority level of a queue."""
     return f"{prefix}{queue}{PRIORITY_SEPARATOR}{priority}" if priority else f"{prefix}{queue}"
+
+
+def wake_up(pipe, queue, prefix="", count=1):
+    """Push count wake-ups for queue on pipe, after the messages (a worker woken finds them there)."""
+    if prefix or count < 1:
+        return pipe
+    key = WAKE_KEY.format(queue=queue)
+    return pipe.lpush(key, *[1] * min(count, WAKE_UPS_KEPT)).ltrim(key, 0, WAKE_UPS_KEPT - 1)
 
 
 def queue_keys(queue, priority_steps, prefix=""):

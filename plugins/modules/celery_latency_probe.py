@@ -144,6 +144,7 @@ from ansible_collections.pilito.priority_queue.plugins.module_utils.broker impor
     parse_broker_url,
     probe_message,
     queue_key,
+    wake_up,
 )
 
 MAX_COUNT = 10000
@@ -181,13 +182,14 @@ def poll_pause(poll_interval, waited):
     return min(max(poll_interval, waited * 0.05), max(poll_interval, MAX_POLL_SECONDS))
 
 
-def probe_once(client, key, queue, probe_timeout, poll_interval, results=None):
+def probe_once(client, key, queue, probe_timeout, poll_interval, results=None, prefix=""):
     """Publish one probe; return (pickup seconds, done seconds or None), or None if no worker took it."""
     task_id = f"pilito-probe-{uuid.uuid4()}"
     payload = json.dumps(probe_message(queue, task_id, str(uuid.uuid4()), origin="pilito-latency-probe",
                                        ignore_result=results is None))
     started = time.monotonic()
-    client.lpush(key, payload)
+    with client.pipeline() as pipe:
+        wake_up(pipe.lpush(key, payload), queue, prefix).execute()
     deadline = started + probe_timeout
     while client.lpos(key, payload) is not None:
         if time.monotonic() > deadline:
@@ -253,7 +255,8 @@ def main():
             break
         if n:
             time.sleep(params["interval"])
-        sample = probe_once(client, key, params["queue"], params["probe_timeout"], params["poll_interval"], results)
+        sample = probe_once(client, key, params["queue"], params["probe_timeout"], params["poll_interval"], results,
+                           params["broker_key_prefix"])
         if sample is None:
             module.fail_json(msg=f"probe {n + 1} waited {params['probe_timeout']} s on queue {params['queue']!r} and "
                                  f"no worker took it; it was withdrawn. Does any worker consume this queue?",

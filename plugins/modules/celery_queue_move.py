@@ -149,6 +149,7 @@ from ansible_collections.pilito.priority_queue.plugins.module_utils.broker impor
     queue_key,
     queue_keys,
     unacked_entries,
+    wake_up,
 )
 from ansible_collections.pilito.priority_queue.plugins.module_utils.workers import active_queues, ask, control_app
 
@@ -228,6 +229,7 @@ def move(client, source, destination, priority_steps, prefix="", limit=None, bat
                 break
             pairs = [part for raw in taken for part in (raw, readdress(raw, destination))]
             done = script(keys=[source_key, destination_key], args=pairs)
+            wake_up(client.pipeline(), destination, prefix, done).execute()
             moved[str(step)] += done
             if remaining is not None:
                 remaining -= done
@@ -274,6 +276,7 @@ def move_unacked(client, found, destination, priority_steps, prefix=""):
         payload = readdress(json.dumps(message), destination)
         if script(keys=[prefix + UNACKED_KEY, prefix + UNACKED_INDEX_KEY, queue_key(destination, step, prefix)],
                   args=[tag, raw, payload]):
+            wake_up(client.pipeline(), destination, prefix).execute()
             moved[str(step)] += 1
     return moved
 

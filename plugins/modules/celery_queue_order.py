@@ -145,6 +145,7 @@ from ansible_collections.pilito.priority_queue.plugins.module_utils.broker impor
     connect,
     probe_message,
     queue_key,
+    wake_up,
 )
 from ansible_collections.pilito.priority_queue.plugins.module_utils.workers import (
     WorkerError,
@@ -201,7 +202,8 @@ class OrderCheck:
             task_id = f"pilito-order-probe-{uuid.uuid4()}"
             payload = json.dumps(probe_message(queue, task_id, str(uuid.uuid4()), origin="pilito-queue-order",
                                                ignore_result=True))
-            self.client.rpush(queue_key(queue, 0, self.prefix), payload)
+            with self.client.pipeline() as pipe:
+                wake_up(pipe.rpush(queue_key(queue, 0, self.prefix), payload), queue, self.prefix).execute()
             probes[queue] = payload
         return probes
 

@@ -30,7 +30,7 @@ from celery import Celery
 
 app = Celery("orderapp", broker=os.environ["BROKER"])
 app.conf.update(import_module("celery_priority").settings)
-started = redis.Redis.from_url(os.environ["BROKER"])
+started = redis.Redis.from_url(os.environ.get("RECORD_TO", os.environ["BROKER"]))
 
 
 @app.task(name="orderapp.record")
@@ -61,6 +61,7 @@ FETCH_BACKPORT_LINE = "FETCH_ON_CLOSE_BACKPORTED = _read_fetch_on_close()"
 REQUEUE_BACKPORT_LINE = "REQUEUE_ONCE_BACKPORTED = _requeue_once()"
 TICK_BACKPORT_LINE = "TICK_AFTER_TIMERS_BACKPORTED = _tick_after_timers()"
 OWNERS_LINE = "OWNERS_NOTED = _note_owners()"
+ATOMIC_TAKE_LINE = "ATOMIC_TAKE = OWNERS_NOTED and _take_atomically()"
 DEAD_AFTER_LINE = "DEAD_AFTER_SECONDS = 20"
 HEARTBEAT_LINE = "HEARTBEAT_SECONDS = 5"
 DRAINED_FOR_LINE = "DRAINED_FOR_SECONDS = 45"
@@ -76,14 +77,16 @@ def readable_tmp():
 
 
 def app_dir(directory, backport=True, fetch_backport=True, requeue_backport=True, tick_backport=True,
-            visibility_timeout=3600, owners=True, dead_after=None, drained_for=None):
+            visibility_timeout=3600, owners=True, dead_after=None, drained_for=None, atomic_take=True):
     """The app and the rendered config; without a backport when asked, to show the bug it fixes.
     dead_after: seconds before a silent worker's messages go back (heartbeats every fifth of it);
     drained_for: seconds before a drained worker that was not stopped consumes again."""
     config = render_celery_config(directory, visibility_timeout=visibility_timeout)
     text = config.read_text()
     assert all(line in text for line in (BACKPORT_LINE, FETCH_BACKPORT_LINE, REQUEUE_BACKPORT_LINE, TICK_BACKPORT_LINE,
-                                         OWNERS_LINE, DEAD_AFTER_LINE, HEARTBEAT_LINE, DRAINED_FOR_LINE))
+                                         OWNERS_LINE, ATOMIC_TAKE_LINE, DEAD_AFTER_LINE, HEARTBEAT_LINE, DRAINED_FOR_LINE))
+    if not atomic_take:
+        text = text.replace(ATOMIC_TAKE_LINE, "ATOMIC_TAKE = False")
     if not owners:
         text = text.replace(OWNERS_LINE, "OWNERS_NOTED = False")
     if dead_after:
@@ -121,15 +124,17 @@ def record_message(queue):
 @pytest.fixture
 def workers(redis_server, redis_client, demo_images, readable_tmp):
     """Start named workers in the demo image: start(node, queues, seed, backport=True, concurrency=2).
-    env: more environment for the worker (HOLD_SCALE=0 runs hold() at once)."""
+    env: more environment for the worker (HOLD_SCALE=0 runs hold() at once); broker_port: where it
+    reaches the broker (its tasks record to the broker's own port)."""
     names = []
 
     def start(node, queues, seed, backport=True, concurrency=2, config=True, fetch_backport=True,
-              visibility_timeout=3600, env=None, owners=True, dead_after=None, drained_for=None):
+              visibility_timeout=3600, env=None, owners=True, dead_after=None, drained_for=None,
+              atomic_take=True, broker_port=6379):
         directory = readable_tmp / f"{node.replace('@', '-')}-{seed}"
         directory.mkdir(mode=0o755)
         app_dir(directory, backport, fetch_backport, visibility_timeout=visibility_timeout, owners=owners,
-                dead_after=dead_after, drained_for=drained_for)
+                dead_after=dead_after, drained_for=drained_for, atomic_take=atomic_take)
         env_args = [item for key, value in (env or {}).items() for item in ("-e", f"{key}={value}")]
         if not config:
             (directory / "celery_priority.py").unlink()
@@ -138,7 +143,8 @@ def workers(redis_server, redis_client, demo_images, readable_tmp):
         name = f"pilito-order-{uuid.uuid4().hex[:8]}"
         docker("run", "-d", "--name", name, "--network", f"container:{redis_server.container}",
                "-v", f"{directory}:/orderapp:ro", "-w", "/orderapp",
-               "-e", "BROKER=redis://127.0.0.1:6379/0", "-e", "PYTHONPATH=/orderapp", "-e", f"PYTHONHASHSEED={seed}",
+               "-e", f"BROKER=redis://127.0.0.1:{broker_port}/0", "-e", "RECORD_TO=redis://127.0.0.1:6379/0",
+               "-e", "PYTHONPATH=/orderapp", "-e", f"PYTHONHASHSEED={seed}",
                *env_args, demo_images["APP_IMAGE"], "python3", "-m", "celery", "-A", "orderapp", "worker", "-Q", ",".join(queues),
                "-c", str(concurrency), "--without-gossip", "--without-mingle", "-l", "WARNING", "--hostname", node)
         names.append(name)

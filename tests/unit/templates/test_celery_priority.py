@@ -23,6 +23,9 @@ def load_config(tmp_path, monkeypatch):
     original_close = kombu_redis.Channel.__dict__["close"]
     original_reject = kombu_redis.QoS.__dict__["reject"]
     original_fire_timers = kombu_hub.Hub.__dict__["fire_timers"]
+    fetch = {name: kombu_redis.Channel.__dict__[name]
+             for name in ("_put", "_brpop_start", "_brpop_read", "_do_restore_message")}
+    qos = {name: kombu_redis.QoS.__dict__[name] for name in ("append", "_remove_from_indices")}
 
     def load(version=tuple(kombu.VERSION)):
         monkeypatch.setattr(kombu, "VERSION", version)
@@ -37,6 +40,10 @@ def load_config(tmp_path, monkeypatch):
     kombu_redis.Channel.close = original_close
     kombu_redis.QoS.reject = original_reject
     kombu_hub.Hub.fire_timers = original_fire_timers
+    for name, method in fetch.items():
+        setattr(kombu_redis.Channel, name, method)
+    for name, method in qos.items():
+        setattr(kombu_redis.QoS, name, method)
 
 
 def fake_channel(active, fanout=()):
@@ -270,3 +277,12 @@ def test_from_kombu_5_3_the_loop_is_kombus_own(load_config):
     config = load_config((5, 3, 0, "", ""))
     assert config.TICK_AFTER_TIMERS_BACKPORTED is False
     assert kombu_hub.Hub.__dict__["fire_timers"] is before
+
+
+def test_the_wake_up_lists_are_the_ones_the_modules_push_and_every_topology_queue_has_one(load_config):
+    from ansible_collections.pilito.priority_queue.plugins.module_utils.broker import WAKE_KEY, WAKE_UPS_KEPT
+
+    config = load_config()
+    assert config.ATOMIC_TAKE is True
+    assert (config.WAKE_KEY, config.WAKE_UPS_KEPT) == (WAKE_KEY, WAKE_UPS_KEPT)
+    assert config.WAKE_QUEUES == {"high_priority", "default", "low_priority", "celery"}
