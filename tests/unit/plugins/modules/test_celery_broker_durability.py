@@ -24,9 +24,9 @@ class ConfigRedis:
     def __init__(self, config=None, config_refused=False, info=None, errorstats=True, info_fails=False):
         self.config = dict(SAFE if config is None else config)
         self.config_refused = config_refused
-        self.info_sections = dict(persistence={"aof_enabled": 1}, memory={"used_memory": 1048576, "maxmemory": 0,
-                                                                         "maxmemory_policy": "noeviction"},
-                                  server={"redis_version": "7.2.4"}, errorstats={"errorstat_OOM": {"count": 3}})
+        self.info_sections = dict(
+            persistence={"aof_enabled": 1}, memory={"used_memory": 1048576, "maxmemory": 0, "maxmemory_policy": "noeviction"},
+            server={"redis_version": "7.2.4"}, errorstats={"errorstat_OOM": {"count": 3}})
         self.info_sections.update(info or {})
         if not errorstats:
             del self.info_sections["errorstats"]
