@@ -156,20 +156,29 @@ def active_queues(app, timeout, nodes=None, limit=None):
 
 def nodes_on_hosts(app, hostnames, timeout, round_seconds=1.5):
     """Worker nodes (name@host) whose host part is one of these host names (container host names).
-    Pings again until every host has answered or timeout has passed: a worker busy under load can
-    miss one round, and a worker not found is a worker that stops with its fetch in flight."""
+    Pings again until every host has answered, and every worker bound on those hosts with it, or
+    timeout has passed: a worker busy under load can miss one round, and a worker not found is a
+    worker that stops with its fetch in flight. A round that ends early (every bound worker answered,
+    a host still missing) is waited out before the next, so the broker is not pinged in a loop."""
     wanted = set(hostnames)
     found = set()
     deadline = time.monotonic() + timeout
+    expected = set()
 
-    def every_host(answered):
-        return {host_of(node) for node in set(answered) | found} >= wanted
+    def complete(answered):
+        seen = set(answered) | found
+        return {host_of(node) for node in seen} >= wanted and seen >= expected
 
     while True:
-        left = deadline - time.monotonic()
-        answered = ask(app, "ping", max(0.2, min(round_seconds, left)), until=every_host)
+        started = time.monotonic()
+        left = deadline - started
+        expected = {node for node in bound_nodes(app) if host_of(node) in wanted}
+        round_length = max(0.2, min(round_seconds, left))
+        answered = ask(app, "ping", round_length, until=complete)
         found |= {node for node in answered if host_of(node) in wanted}
-        if {host_of(node) for node in found} >= wanted or time.monotonic() >= deadline:
+        if not complete(()) and time.monotonic() < deadline:
+            time.sleep(max(0.0, min(started + round_length, deadline) - time.monotonic()))
+        if complete(()) or time.monotonic() >= deadline:
             return sorted(found)
 
 

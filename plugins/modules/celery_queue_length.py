@@ -166,6 +166,8 @@ def main():
         if name not in queues:
             module.fail_json(msg=f"thresholds names queue {name!r}, which is not in queues {queues}")
         try:
+            if isinstance(limit, bool) or (isinstance(limit, float) and not limit.is_integer()):
+                raise ValueError(limit)  # int() would take True as 1 and cut 2.5 to 2
             thresholds[name] = int(limit)
         except (TypeError, ValueError):
             module.fail_json(msg=f"thresholds.{name} must be a whole number, got {limit!r}")

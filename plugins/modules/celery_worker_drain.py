@@ -184,6 +184,12 @@ def main():
     params = module.params
     if params["timeout"] <= 0 or params["fetch_seconds"] < 0:
         module.fail_json(msg="timeout must be positive and fetch_seconds not negative")
+    if params["state"] == "drained" and (not params["hostnames"] or not all(params["hostnames"])):
+        module.fail_json(msg=f"state=drained needs hostnames, the container host names whose workers drain, "
+                             f"none of them empty; got {params['hostnames']!r}")
+    for node, queues in params["drained"].items():
+        if queues is not None and (not isinstance(queues, list) or not all(isinstance(q, str) and q for q in queues)):
+            module.fail_json(msg=f"drained.{node} must be a list of queue names, got {queues!r}")
     target, app = workers_app(module)
     report = dict(changed=False, broker=target.describe(), drained={}, not_drained=[])
     try:

@@ -56,3 +56,39 @@ def test_a_broadcast_ends_once_every_bound_worker_answered():
 def test_no_broadcast_when_no_worker_is_bound():
     app = Broadcasts({"a@1": 1}, bound=set())
     assert workers.ask(app, "ping", 10) == {} and app.asked == 0
+
+
+def test_every_worker_bound_on_a_host_is_found_not_only_the_first_to_answer():
+    app = Broadcasts({"celery_ai@b": 1, "celery_worker@b": 1, "other@z": 1})
+    assert workers.nodes_on_hosts(app, ["b"], timeout=5, round_seconds=10) == ["celery_ai@b", "celery_worker@b"]
+    assert app.asked == 1
+
+
+class Clock:
+    """time for workers: sleeping moves it on, nothing else does."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        assert seconds >= 0
+        self.now += seconds
+
+
+def test_rounds_that_end_early_are_waited_out_so_the_broker_is_not_pinged_in_a_loop(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(workers, "time", clock)
+    app = Broadcasts({"general@b": 1})
+    original = app.broadcast
+
+    def broadcast(*args, **kwargs):
+        assert app.asked < 50, "pinged in a loop"
+        return original(*args, **kwargs)
+
+    app.broadcast = broadcast
+    # every bound worker answers at once; host "gone" never does: one ping per 0.5 s round for 2 s
+    assert workers.nodes_on_hosts(app, ["b", "gone"], timeout=2, round_seconds=0.5) == ["general@b"]
+    assert app.asked == 4 and clock.now == 2
