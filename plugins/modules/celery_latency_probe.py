@@ -256,7 +256,7 @@ def main():
         if n:
             time.sleep(params["interval"])
         sample = probe_once(client, key, params["queue"], params["probe_timeout"], params["poll_interval"], results,
-                           params["broker_key_prefix"])
+                            params["broker_key_prefix"])
         if sample is None:
             module.fail_json(msg=f"probe {n + 1} waited {params['probe_timeout']} s on queue {params['queue']!r} and "
                                  f"no worker took it; it was withdrawn. Does any worker consume this queue?",

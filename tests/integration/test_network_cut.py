@@ -103,7 +103,7 @@ def test_a_message_whose_delivery_the_network_lost_is_put_back_and_runs_once(
 
 def test_with_kombus_fetch_the_message_whose_reply_was_lost_is_gone(
         redis_server, redis_client, workers, readable_tmp, demo_images):
-    tags, counts, _ = cut_while_a_message_is_handed_over(
+    tags, counts, _back_after = cut_while_a_message_is_handed_over(
         redis_server, redis_client, workers, readable_tmp, demo_images, atomic_take=False)
     print(f"without the atomic take: {len(tags)} sent, {counts.count(1)} once, {counts.count(0)} lost")
     assert counts.count(0) == 1 and counts.count(1) == TASKS - 1

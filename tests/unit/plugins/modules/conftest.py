@@ -102,6 +102,12 @@ class FakePipeline:
         calls, self.calls = self.calls, []
         return [getattr(self.client, name)(*args) for name, args in calls]
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_exc):
+        self.calls = []
+
 
 class FakeRedis:
     """Lists, hashes and sets in memory, with the commands the modules use. Values are returned as
@@ -130,6 +136,16 @@ class FakeRedis:
         self._log("rpush", key)
         self.lists.setdefault(key, []).extend(values)
         return len(self.lists[key])
+
+    def lpush(self, key, *values):
+        self._log("lpush", key)
+        self.lists.setdefault(key, [])[:0] = reversed(values)
+        return len(self.lists[key])
+
+    def ltrim(self, key, start, end):
+        values = self.lists.get(key, [])
+        self.lists[key] = values[start:None if end == -1 else end + 1]
+        return True
 
     def rpop(self, key):
         values = self.lists.get(key)
@@ -182,7 +198,7 @@ class FakeWorker:
         self.taken = []
 
     def fetch(self, redis, prefix):
-        for _ in range(self.per_fetch):
+        for _fetch in range(self.per_fetch):
             for queue in self.queues:
                 message = redis.rpop(prefix + queue) if redis else None
                 if message is not None:

@@ -91,7 +91,7 @@ def test_append_only_and_noeviction_are_safe_whatever_the_save_points():
 
 def test_nothing_on_disk_is_a_restart_loss_naming_appendonly():
     risks, warnings = risks_of(settings(appendonly="no", save="  "))
-    assert [risk for risk, _ in risks] == ["restart_loss"] and warnings == []
+    assert [risk for risk, _message in risks] == ["restart_loss"] and warnings == []
     assert "appendonly no, save \"\"" in risks[0][1] and "Set appendonly yes" in risks[0][1]
 
 
@@ -103,15 +103,15 @@ def test_save_points_alone_are_a_warning_not_a_risk():
 
 
 def test_unreadable_save_points_without_appendonly_are_a_restart_loss():
-    risks, _ = risks_of(settings(appendonly=None, save=None))
-    assert [risk for risk, _ in risks] == ["restart_loss"] and "cannot be read" in risks[0][1]
+    risks, _warnings = risks_of(settings(appendonly=None, save=None))
+    assert [risk for risk, _message in risks] == ["restart_loss"] and "cannot be read" in risks[0][1]
     assert risks_of(settings(appendonly="yes", save=None)) == ([], [])
 
 
 @pytest.mark.parametrize("maxmemory, limit", [(1048576, "when the broker reaches maxmemory 1048576 bytes"),
                                               (0, "when the broker reaches maxmemory, once set,")])
 def test_an_evicting_policy_is_a_risk_naming_the_policy_and_the_limit(maxmemory, limit):
-    risks, _ = risks_of(settings(policy="allkeys-lru", maxmemory=maxmemory))
+    risks, _warnings = risks_of(settings(policy="allkeys-lru", maxmemory=maxmemory))
     assert risks == [("eviction", f"maxmemory-policy is allkeys-lru: {limit} it deletes keys, queued messages among "
                                   f"them. Set maxmemory-policy noeviction")]
 

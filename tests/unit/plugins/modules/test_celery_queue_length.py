@@ -48,7 +48,7 @@ def test_a_queue_over_its_threshold_is_named_and_one_at_it_is_not():
 
 
 def test_every_priority_list_and_the_reserved_messages_are_counted(measure):
-    failed, result, _ = measure(broker(), queues=["high_priority", "default", "low_priority"])
+    failed, result, _connected = measure(broker(), queues=["high_priority", "default", "low_priority"])
     assert not failed
     high, default, low = (result["queues"][name] for name in ("high_priority", "default", "low_priority"))
     assert high["by_priority"] == {"0": 2, "3": 0, "6": 1, "9": 0}
@@ -61,7 +61,7 @@ def test_every_priority_list_and_the_reserved_messages_are_counted(measure):
 
 
 def test_a_queue_with_no_messages_and_no_binding_is_zero_with_a_warning(measure):
-    failed, result, _ = measure(broker(), queues=["high_priorty"])
+    failed, result, _connected = measure(broker(), queues=["high_priorty"])
     assert not failed
     assert result["queues"]["high_priorty"]["total"] == 0 and result["queues"]["high_priorty"]["known"] is False
     assert result["warnings"] == ["queue 'high_priorty' has no messages and no kombu binding on broker:6379 "
@@ -69,7 +69,7 @@ def test_a_queue_with_no_messages_and_no_binding_is_zero_with_a_warning(measure)
 
 
 def test_an_empty_broker_reports_zero_everywhere(measure):
-    failed, result, _ = measure(FakeRedis(), queues=["high_priority"], thresholds={"high_priority": 0})
+    failed, result, _connected = measure(FakeRedis(), queues=["high_priority"], thresholds={"high_priority": 0})
     assert not failed
     assert result["queues"]["high_priority"] == dict(total=0, waiting=0, unacked=0, known=False, oldest_age_seconds=None,
                                                      by_priority={"0": 0, "3": 0, "6": 0, "9": 0})
@@ -77,21 +77,21 @@ def test_an_empty_broker_reports_zero_everywhere(measure):
 
 
 def test_reserved_messages_are_left_out_when_asked(measure):
-    failed, result, _ = measure(broker(), queues=["high_priority"], count_unacked=False)
+    failed, result, _connected = measure(broker(), queues=["high_priority"], count_unacked=False)
     assert not failed and result["queues"]["high_priority"]["unacked"] == 0 and result["total"] == 3
 
 
 def test_priority_steps_and_key_prefix_are_the_ones_given(measure):
     client = FakeRedis(lists={"pq:jobs": ["a"], "pq:jobs\x06\x165": ["b", "c"], "jobs": ["not ours"]})
-    failed, result, _ = measure(client, queues=["jobs"], priority_steps=[0, 5], broker_key_prefix="pq:")
+    failed, result, _connected = measure(client, queues=["jobs"], priority_steps=[0, 5], broker_key_prefix="pq:")
     assert not failed
     assert result["queues"]["jobs"]["by_priority"] == {"0": 1, "5": 2}
     assert result["total"] == 3
 
 
 def test_a_threshold_exceeded_fails_naming_the_queue_with_the_figures_still_returned(measure):
-    failed, result, _ = measure(broker(), queues=["high_priority", "low_priority"],
-                                thresholds={"high_priority": "3", "low_priority": 1})
+    failed, result, _connected = measure(broker(), queues=["high_priority", "low_priority"],
+                                         thresholds={"high_priority": "3", "low_priority": 1})
     assert failed
     assert result["msg"] == "queue high_priority holds 4 messages, above its threshold of 3"
     assert result["exceeded"] == [dict(queue="high_priority", total=4, threshold=3)]
@@ -122,7 +122,7 @@ def test_bad_options_fail_naming_the_option_before_the_broker_is_reached(measure
 
 
 def test_a_whole_float_threshold_is_that_number(measure):
-    failed, result, _ = measure(broker(), queues=["high_priority"], thresholds={"high_priority": 3.0})
+    failed, result, _connected = measure(broker(), queues=["high_priority"], thresholds={"high_priority": 3.0})
     assert failed and result["exceeded"] == [dict(queue="high_priority", total=4, threshold=3)]
 
 
