@@ -39,6 +39,14 @@ SENT_AT_HEADER = "pilito_sent_at"
 # message waits up to a second (a worker's wait). Not used under a key prefix.
 WAKE_KEY = "priority_queue.wake.{queue}"
 WAKE_UPS_KEPT = 100
+# The rendered config's watch for dead workers: each worker process notes which delivered message
+# it holds (OWNER_KEY: delivery tag -> its token) and when it was last heard (ALIVE_KEY: token ->
+# broker time); a message whose holder has been silent for DEAD_AFTER_SECONDS goes back to its
+# queue, counted per queue in REDELIVERED_KEY.
+OWNER_KEY = "priority_queue.unacked_owner"
+ALIVE_KEY = "priority_queue.workers_alive"
+REDELIVERED_KEY = "priority_queue.redelivered"
+DEAD_AFTER_SECONDS = 20
 SCHEMES = ("redis", "rediss", "sentinel")
 MASKED = "********"
 PROBE_TASK = "celery.accumulate"
@@ -183,6 +191,63 @@ def unacked_entries(client, prefix="", batch=1000):
             yield tag, raw, entry[0], entry[2]
         except (ValueError, IndexError, KeyError, TypeError):
             continue
+
+
+# Back at the head of its queue only if it is still what was read and still held by that worker.
+PUT_BACK_SCRIPT = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] or redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[3] then
+  return 0
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('RPUSH', KEYS[4], ARGV[4])
+redis.call('HINCRBY', KEYS[5], ARGV[5], 1)
+if KEYS[6] then
+  redis.call('LPUSH', KEYS[6], 1)
+  redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[6]) - 1)
+end
+return 1
+"""
+
+
+def put_back_dead(client, queues, priority_steps, prefix="", dead_after=DEAD_AFTER_SECONDS, check_mode=False):
+    """What the rendered config's watch does, for when no worker lives to do it: each message of
+    these queues whose holder has been silent for dead_after seconds, back at the head of its queue,
+    marked redelivered and counted. Returns ({queue: count}, why nothing was judged or None). Not
+    while the broker has been up for less than twice dead_after: after a restart, live workers may
+    not have been heard again yet."""
+    uptime = int(client.info("server").get("uptime_in_seconds", 0))
+    if uptime < 2 * dead_after:
+        return {}, f"the broker has been up {uptime} s, less than twice dead_after_seconds: its workers may not have reconnected"
+    seconds, micros = client.time()
+    now = seconds + micros / 1e6
+    alive = {token: float(seen) for token, seen in client.hgetall(prefix + ALIVE_KEY).items()}
+    tags = client.zrangebyscore(prefix + UNACKED_INDEX_KEY, "-inf", now - dead_after, start=0, num=1000)
+    if not tags:
+        return {}, None
+    script = None if check_mode else client.register_script(PUT_BACK_SCRIPT)
+    put_back = {}
+    for tag, owner, raw in zip(tags, client.hmget(prefix + OWNER_KEY, tags), client.hmget(prefix + UNACKED_KEY, tags)):
+        if owner is None or raw is None or now - alive.get(owner, 0.0) <= dead_after:
+            continue  # taken by a worker without the config (the visibility timeout's), or alive
+        try:
+            message, _exchange, queue = json.loads(raw)
+            parts = (message.get("headers"), message["properties"].get("delivery_info"))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            continue
+        if queue not in queues:
+            continue
+        for part in parts:
+            if isinstance(part, dict):
+                part["redelivered"] = True
+        keys = [prefix + UNACKED_KEY, prefix + UNACKED_INDEX_KEY, prefix + OWNER_KEY,
+                queue_key(queue, priority_step(message, priority_steps), prefix), prefix + REDELIVERED_KEY]
+        if not prefix:
+            keys.append(WAKE_KEY.format(queue=queue))
+        if check_mode or script(keys=keys, args=[tag, raw, owner, json.dumps(message), queue, WAKE_UPS_KEPT]):
+            put_back[queue] = put_back.get(queue, 0) + 1
+    return put_back, None
 
 
 def measure(client, queues, priority_steps, prefix="", count_unacked=True, now=None):

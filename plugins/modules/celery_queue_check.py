@@ -15,8 +15,12 @@ description:
   - A queue holding messages that no worker consumes is always a breach, since they would wait forever.
   - Meant to run every minute from a scheduler. The lists are read in one round trip whatever their length;
     the workers are asked once, for O(workers_timeout) seconds.
+  - First, unless O(put_back_dead_workers) is false, puts back on its queue each message held by a worker that
+    has been silent for O(dead_after_seconds) (the rendered C(celery_priority) config's record of who holds
+    what), as the workers' own watch does, for when every worker of a topology is dead and nothing else would before
+    the visibility timeout. Their tasks run again (late acks), counted in C(redelivered).
   - With O(textfile), writes the same figures for node_exporter's textfile collector, whether or not a
-    threshold was breached. Writing the file is a report, not a change, so the module reports no change.
+    threshold was breached. Writing the file is a report, not a change; only messages put back are.
 author:
   - pilito developers (@pilito)
 extends_documentation_fragment:
@@ -25,12 +29,14 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Measures the same in check mode, and does not write O(textfile).
+    details: Measures the same in check mode, says what it would put back, puts back nothing and does not write
+      O(textfile).
   diff_mode:
     support: none
   idempotent:
     support: full
-    details: Changes nothing on the broker or the workers.
+    details: Changes nothing on the workers; on the broker, only puts back what dead workers held, which a second
+      run finds nothing of.
 options:
   queues:
     description:
@@ -59,6 +65,17 @@ options:
       - Seconds to collect the workers' answers. Every worker that answers within it is counted.
     type: float
     default: 1.0
+  put_back_dead_workers:
+    description:
+      - Put back what workers silent for O(dead_after_seconds) held. Judged only on a broker up for twice that
+        long, so that workers have been heard again after a broker restart.
+    type: bool
+    default: true
+  dead_after_seconds:
+    description:
+      - Seconds of silence after which a worker is dead. The rendered config's workers use 20.
+    type: float
+    default: 20
   textfile:
     description:
       - Path of a Prometheus text-format file to write the figures to, for node_exporter's textfile collector
@@ -132,6 +149,11 @@ queues:
   sample:
     high_priority: {"total": 3, "waiting": 1, "by_priority": {"0": 1, "3": 0, "6": 0, "9": 0}, "unacked": 2,
                     "consumers": 2, "oldest_age_seconds": 0.4, "known": true, "redelivered": 0}
+put_back:
+  description: Queue -> messages of dead workers put back on it in this run (in check mode, that it would put back).
+  returned: always
+  type: dict
+  sample: {"default": 2}
 breaches:
   description: One line per breach, naming the queue, the figure and the limit.
   returned: always
@@ -165,9 +187,12 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pilito.priority_queue.plugins.module_utils.broker import (
+    DEAD_AFTER_SECONDS,
+    REDELIVERED_KEY,
     broker_argument_spec,
     connect,
     measure,
+    put_back_dead,
 )
 from ansible_collections.pilito.priority_queue.plugins.module_utils.workers import (
     active_queues,
@@ -201,10 +226,6 @@ def breaches(figures, thresholds):
             lines.append(f"queue {queue}: the message next in line has waited {age:.1f} s, above "
                          f"max_age_seconds {limits['max_age_seconds']:g}")
     return lines
-
-
-# Where the rendered config's watch for dead workers counts what it put back, per queue.
-REDELIVERED_KEY = "priority_queue.redelivered"
 
 
 def _label(value):
@@ -292,6 +313,8 @@ def main():
         thresholds=dict(type="dict", default={}),
         consumers=dict(type="bool", default=True),
         workers_timeout=dict(type="float", default=1.0),
+        put_back_dead_workers=dict(type="bool", default=True),
+        dead_after_seconds=dict(type="float", default=DEAD_AFTER_SECONDS),
         textfile=dict(type="path"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
@@ -301,6 +324,8 @@ def main():
         module.fail_json(msg=f"queues must name at least one queue, each once and none empty; got {queues}")
     if params["workers_timeout"] <= 0:
         module.fail_json(msg=f"workers_timeout must be positive, got {params['workers_timeout']}")
+    if params["dead_after_seconds"] <= 0:
+        module.fail_json(msg=f"dead_after_seconds must be positive, got {params['dead_after_seconds']}")
     thresholds = checked_thresholds(module, queues)
     textfile = params["textfile"]
     if textfile and not os.path.isdir(os.path.dirname(os.path.abspath(textfile))):
@@ -308,7 +333,16 @@ def main():
 
     started = time.monotonic()
     target, client = connect(module)
-    report = dict(changed=False, broker=target.describe(), breaches=[], textfile=None)
+    report = dict(changed=False, broker=target.describe(), breaches=[], textfile=None, put_back={})
+    if params["put_back_dead_workers"]:
+        try:
+            put_back, not_judged = put_back_dead(client, queues, params["priority_steps"], params["broker_key_prefix"],
+                                                 params["dead_after_seconds"], module.check_mode)
+        except Exception as exc:  # redis errors; INFO or EVAL refused by the server
+            module.fail_json(msg=f"cannot put back what dead workers held: {safe_error(exc, target)}", **report)
+        if not_judged:
+            module.warn(f"dead workers not judged: {not_judged}")
+        report.update(put_back=put_back, changed=bool(put_back))
     figures = measure(client, queues, params["priority_steps"], params["broker_key_prefix"])
     redelivered = client.hgetall(params["broker_key_prefix"] + REDELIVERED_KEY)
     for queue, figure in figures.items():

@@ -159,3 +159,44 @@ def test_a_drained_worker_whose_deploy_died_consumes_again(redis_server, redis_c
     print(f"consuming again {back_after:.1f} s after the drain")
     assert back_after <= DRAINED_FOR + 3 * HEARTBEAT + 5
     assert docker("inspect", "-f", "{{.State.Running}}", stopped).strip() == "false"
+
+
+def test_with_no_worker_left_the_queue_check_puts_back_what_the_dead_one_held(redis_server, redis_client, workers):
+    """Every worker dead (the topology's only pool killed, its restart failing): nothing puts its
+    task back but the scheduled queue check."""
+    victim = workers("alone@test", ["default"], 5, concurrency=1, dead_after=DEAD_AFTER)
+    send_hold(redis_client, "default", "orphaned", 30)
+    wait_until(lambda: began(redis_client, "orphaned") == 1, "the task to start", timeout=30)
+    docker("kill", "-s", "KILL", victim)
+    args = dict(broker_url=redis_server.url(0), queues=["default"], consumers=False, dead_after_seconds=DEAD_AFTER)
+    assert run_module("celery_queue_check", args)["put_back"] == {}  # silent for less than the window yet
+    time.sleep(DEAD_AFTER + 1)
+    wait_until(lambda: int(redis_client.info("server")["uptime_in_seconds"]) >= 2 * DEAD_AFTER, "the broker's uptime",
+               timeout=3 * DEAD_AFTER)
+    checked = run_module("celery_queue_check", args, check=True)
+    assert checked["put_back"] == {"default": 1} and checked["changed"] is True
+    assert redis_client.hlen("unacked") == 1 and redis_client.llen("default") == 0  # check mode: nothing moved
+    checked = run_module("celery_queue_check", {**args, "thresholds": {}})
+    assert checked["put_back"] == {"default": 1} and checked["changed"] is True, checked
+    assert checked["queues"]["default"]["redelivered"] == 1 and checked["queues"]["default"]["waiting"] == 1
+    assert redis_client.hlen("unacked") == 0 and redis_client.hlen("priority_queue.unacked_owner") == 0
+    assert json.loads(redis_client.lindex("default", -1))["headers"]["redelivered"] is True
+    again = run_module("celery_queue_check", args)
+    assert again["put_back"] == {} and again["changed"] is False
+    # A worker started again runs it to its end, once.
+    docker("start", victim)
+    wait_until(lambda: finished(redis_client, "orphaned") == 1, "the task to run again", timeout=60)
+
+
+def test_the_queue_check_leaves_what_a_live_worker_holds(redis_server, redis_client, workers):
+    workers("busy@test", ["default"], 6, concurrency=1, dead_after=DEAD_AFTER)
+    send_hold(redis_client, "default", "kept", DEAD_AFTER + 15)
+    wait_until(lambda: began(redis_client, "kept") == 1, "the task to start", timeout=30)
+    time.sleep(DEAD_AFTER + 1)  # held longer than the window, by a worker that is heard
+    wait_until(lambda: int(redis_client.info("server")["uptime_in_seconds"]) >= 2 * DEAD_AFTER, "the broker's uptime",
+               timeout=3 * DEAD_AFTER)
+    checked = run_module("celery_queue_check", dict(broker_url=redis_server.url(0), queues=["default"], consumers=False,
+                                                    dead_after_seconds=DEAD_AFTER))
+    assert checked["put_back"] == {} and redis_client.hlen("unacked") == 1
+    wait_until(lambda: finished(redis_client, "kept") == 1, "the task to finish", timeout=30)
+    assert began(redis_client, "kept") == 1

@@ -279,10 +279,11 @@ def test_from_kombu_5_3_the_loop_is_kombus_own(load_config):
     assert kombu_hub.Hub.__dict__["fire_timers"] is before
 
 
-def test_the_wake_up_lists_are_the_ones_the_modules_push_and_every_topology_queue_has_one(load_config):
-    from ansible_collections.pilito.priority_queue.plugins.module_utils.broker import WAKE_KEY, WAKE_UPS_KEPT
+def test_the_keys_and_windows_are_the_ones_the_modules_use_and_every_topology_queue_has_wake_ups(load_config):
+    from ansible_collections.pilito.priority_queue.plugins.module_utils import broker
 
     config = load_config()
     assert config.ATOMIC_TAKE is True
-    assert (config.WAKE_KEY, config.WAKE_UPS_KEPT) == (WAKE_KEY, WAKE_UPS_KEPT)
+    for name in ("WAKE_KEY", "WAKE_UPS_KEPT", "OWNER_KEY", "ALIVE_KEY", "REDELIVERED_KEY", "DEAD_AFTER_SECONDS"):
+        assert getattr(config, name) == getattr(broker, name), name  # the queue check reads and writes them too
     assert config.WAKE_QUEUES == {"high_priority", "default", "low_priority", "celery"}
