@@ -123,7 +123,7 @@ def pytest_configure(config):
     os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", str(ROOT / "build/collections"))
 
 
-def run_module(module, args, check=False, diff=False, timeout=300, tmp_dir=None):
+def run_module(module, args, check=False, diff=False, timeout=300, tmp_dir=None, module_defaults=None):
     """Run one of the collection's modules through ansible-playbook on localhost and return its
     result, so the argument spec, check mode and no_log are exercised as in a real play."""
     import json
@@ -134,6 +134,8 @@ def run_module(module, args, check=False, diff=False, timeout=300, tmp_dir=None)
         "gather_facts": False,
         "tasks": [{"name": "module under test", f"pilito.priority_queue.{module}": args}],
     }]
+    if module_defaults:
+        play[0]["module_defaults"] = module_defaults
     with tempfile.TemporaryDirectory(dir=tmp_dir) as tmp:
         playbook = Path(tmp) / "play.yml"
         playbook.write_text(json.dumps(play))

@@ -115,3 +115,16 @@ def test_malformed_url_is_named():
     assert result["failed"] is True
     assert "scheme 'amqp' is not supported" in result["msg"]
     assert "pw@" not in result["_raw_output"]
+
+
+def test_a_play_sets_the_broker_once_for_the_broker_modules(redis_server, producer):
+    """meta/runtime.yml's action group: module_defaults for group/pilito.priority_queue.broker."""
+    send(producer, "default", 2)
+    defaults = {"group/pilito.priority_queue.broker": {"broker_url": redis_server.url()}}
+    result = run_module("celery_queue_length", dict(queues=["default"]), module_defaults=defaults)
+    assert not result.get("failed"), result
+    assert result["queues"]["default"]["waiting"] == 2
+    checked = run_module("celery_queue_check", dict(queues=["default"], consumers=False, thresholds={}),
+                         module_defaults=defaults)
+    assert not checked.get("failed"), checked
+    assert checked["queues"]["default"]["waiting"] == 2
