@@ -43,3 +43,15 @@ def test_database_was_fixed_through_the_renamed_service(host):
 def test_verify_playbook_passes_with_the_renamed_inventory(host):
     out = host.run(f"cd {ROOT} && ansible-playbook -i molecule/renamed/inventory playbooks/verify.yml")
     assert out.rc == 0, out.stdout[-3000:]
+
+
+def test_verify_names_priority_queue_celery_app_when_the_producer_cannot_load_it(host):
+    """A web whose Celery app lives in another module than the one named (a Flask + Celery layout:
+    the web's worker.py, the workers' tasks.py): one line with the reason and the variable to set."""
+    out = host.run(f"cd {ROOT} && ansible-playbook -i molecule/renamed/inventory playbooks/verify.yml "
+                   "-e priority_queue_celery_app=no_such_module")
+    text = " ".join((out.stdout + out.stderr).split())
+    assert out.rc != 0
+    assert "Unknown error" not in text, text[-3000:]
+    assert "could not be asked where it routes tasks" in text and "No module named 'no_such_module'" in text, text[-3000:]
+    assert "Set priority_queue_celery_app to the module that defines the producer's Celery app" in text
