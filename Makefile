@@ -50,6 +50,7 @@ lint: venv
 	python scripts/check_argument_specs.py
 	# The changelog fragments (a malformed one fails here), and CHANGELOG.md made from them.
 	antsibull-changelog lint
+	antsibull-changelog lint-changelog-yaml --strict changelogs/changelog.yaml
 	scripts/changelog.sh --check
 
 changelog: venv  ## CHANGELOG.md from changelogs/: the releases, and the unreleased fragments as a preview

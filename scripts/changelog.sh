@@ -28,12 +28,12 @@ rm -f "$tmp/changelogs/.plugin-cache.yaml"
 find "$tmp/plugins" -name __pycache__ -prune -exec rm -rf {} +
 
 version=$(sed -n 's/^version: *//p' galaxy.yml)
-fragments=$(find changelogs/fragments -maxdepth 1 -type f \( -name '*.yml' -o -name '*.yaml' \) | sort)
-if [ -n "$fragments" ]; then
+mapfile -t fragments < <(find changelogs/fragments -maxdepth 1 -type f \( -name '*.yml' -o -name '*.yaml' \) | sort)
+if [ ${#fragments[@]} -gt 0 ]; then
   if grep -Eq "^  ['\"]?${version//./\\.}['\"]?:" changelogs/changelog.yaml; then
     fail "galaxy.yml's version $version is released already (changelogs/changelog.yaml): raise it for the fragments"
   fi
-  if ! grep -lq '^release_summary:' $fragments; then
+  if ! grep -q '^release_summary:' "${fragments[@]}"; then
     cat >"$tmp/changelogs/fragments/zz-unreleased-preview.yml" <<EOF
 ---
 release_summary: >-
@@ -55,5 +55,6 @@ if $check; then
   echo "changelog: CHANGELOG.md is what changelogs/ gives"
 else
   cp "$tmp/CHANGELOG.md" CHANGELOG.md
-  echo "changelog: wrote CHANGELOG.md${fragments:+ (a preview of $version: the fragments are unreleased)}"
+  preview=${fragments[0]:+ (a preview of $version: the fragments are unreleased)}
+  echo "changelog: wrote CHANGELOG.md$preview"
 fi
