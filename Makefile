@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/build/collections
 COLLECTION_LINK := build/collections/ansible_collections/pilito/priority_queue
 
-.PHONY: demo demo-show bench test lint sanity collection-check unit integration molecule images docker venv collection clean
+.PHONY: demo demo-show bench test lint changelog sanity collection-check unit integration molecule images docker venv collection clean
 
 demo: venv docker  ## the demo host: the chat wait behind the runbook's backlog, the deploy, the wait again
 	scripts/demo.sh up
@@ -48,6 +48,13 @@ lint: venv
 	rm -rf $(HOME)/.ansible/collections/ansible_collections/pilito/priority_queue
 	ansible-lint --offline --profile production
 	python scripts/check_argument_specs.py
+	# The changelog fragments (a malformed one fails here), and CHANGELOG.md made from them.
+	antsibull-changelog lint
+	antsibull-changelog lint-changelog-yaml --strict changelogs/changelog.yaml
+	scripts/changelog.sh --check
+
+changelog: venv  ## CHANGELOG.md from changelogs/: the releases, and the unreleased fragments as a preview
+	scripts/changelog.sh
 
 sanity: venv  ## ansible-test sanity in a temporary ansible_collections tree (no Docker, no Galaxy)
 	VENV=$(VENV) scripts/ansible_test.sh sanity

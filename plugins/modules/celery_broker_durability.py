@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: celery_broker_durability
 short_description: Check that a Redis broker keeps Celery's queued messages over a restart and under memory pressure
-version_added: 0.3.0
+version_added: 0.1.0
 description:
   - Reads the broker's persistence and eviction settings (C(appendonly), C(save), C(maxmemory-policy),
     C(maxmemory)) and fails, naming the setting to change, on a broker that would drop queued work.

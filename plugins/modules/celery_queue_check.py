@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: celery_queue_check
 short_description: Check Celery queues on a Redis broker against thresholds, and write them as Prometheus metrics
-version_added: 0.3.0
+version_added: 0.1.0
 description:
   - For each queue - its waiting messages on every priority list, the messages workers reserved and have not
     acknowledged (kombu's C(unacked) hash), the workers that consume it, and how long the message next in line

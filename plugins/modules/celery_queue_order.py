@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: celery_queue_order
 short_description: Prove that each Celery worker on several queues takes them in their order
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - For every pool that consumes more than one queue, checks that each of its workers empties the first queue
     before the next. With one probe message waiting on each of the pool's queues (put there last queue first),

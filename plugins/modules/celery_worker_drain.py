@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: celery_worker_drain
 short_description: Stop Celery workers taking messages before they stop, or let them take messages again
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - With O(state=drained), every worker on the given container host names stops consuming each of its queues
     (Celery's C(cancel_consumer), answered by the worker), and the module then waits out kombu's fetch in flight

@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: celery_worker_info
 short_description: What each Celery worker answers - its queues, stats, running and reserved tasks - per node and pool
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Asks every Celery worker on a Redis broker, by remote control over the broker, which queues it consumes and,
     on request, its stats and its running (active) and reserved tasks. No app code is needed; the app's modules,
