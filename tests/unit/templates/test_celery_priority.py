@@ -5,6 +5,7 @@ fetch hold behind the priority_queue_fetch command."""
 
 import importlib.util
 import time
+import weakref
 from types import SimpleNamespace
 
 import kombu
@@ -287,3 +288,27 @@ def test_the_keys_and_windows_are_the_ones_the_modules_use_and_every_topology_qu
     for name in ("WAKE_KEY", "WAKE_UPS_KEPT", "OWNER_KEY", "ALIVE_KEY", "REDELIVERED_KEY", "DEAD_AFTER_SECONDS"):
         assert getattr(config, name) == getattr(broker, name), name  # the queue check reads and writes them too
     assert config.WAKE_QUEUES == {"high_priority", "default", "low_priority", "celery"}
+
+
+class Channel:
+    """What _note_abandoned_takes reads of a kombu channel (weak references need a class)."""
+
+    def __init__(self, in_poll=None, closing=False):
+        self._in_poll, self._closing = in_poll, closing
+
+
+def test_a_take_on_a_channel_that_stopped_waiting_for_it_counts_as_lost(load_config):
+    """kombu forgets the fetch of a connection that dropped (_in_poll None) without reading it: the
+    next take, on the worker's new channel, puts it back first."""
+    config = load_config()
+    waiting, dropped, closed, current = Channel(in_poll="conn"), Channel(), Channel("conn", closing=True), Channel()
+    for number, channel in enumerate((waiting, dropped, closed, current)):
+        config._takes_sent[id(channel)] = (weakref.ref(channel), ("token", f"nonce-{number}"))
+    config._note_abandoned_takes(current)
+    assert config._lost_takes == [("token", "nonce-1"), ("token", "nonce-2")]
+    assert set(config._takes_sent) == {id(waiting), id(current)}  # still read by its own channel, and ours
+    gone = Channel()
+    config._takes_sent[id(gone)] = (weakref.ref(gone), ("token", "nonce-4"))
+    del gone
+    config._note_abandoned_takes(current)
+    assert config._lost_takes[-1] == ("token", "nonce-4")
