@@ -276,8 +276,8 @@ def move_unacked(client, found, destination, priority_steps, prefix=""):
         payload = readdress(json.dumps(message), destination)
         if script(keys=[prefix + UNACKED_KEY, prefix + UNACKED_INDEX_KEY, queue_key(destination, step, prefix)],
                   args=[tag, raw, payload]):
-            wake_up(client.pipeline(), destination, prefix).execute()
             moved[str(step)] += 1
+    wake_up(client.pipeline(), destination, prefix, sum(moved.values())).execute()
     return moved
 
 

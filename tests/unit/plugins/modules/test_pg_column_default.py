@@ -17,17 +17,9 @@ from ansible_collections.pilito.priority_queue.plugins.doc_fragments import post
 from ansible_collections.pilito.priority_queue.plugins.module_utils import postgres as postgres_utils
 from ansible_collections.pilito.priority_queue.plugins.modules import pg_column_default
 
+from .conftest import ModuleExit, ModuleFail
+
 SECRET = "s3cret-Pa55word"
-
-
-class ModuleExit(Exception):
-    def __init__(self, result):
-        super().__init__(result)
-        self.result = result
-
-
-class ModuleFail(ModuleExit):
-    pass
 
 
 @contextlib.contextmanager
